@@ -1,0 +1,43 @@
+"""Seeded, stratified K-fold split of the train split (MERBench's CV, made reproducible)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from prmf.data.store import FeatureStore
+
+
+def make_folds(store: FeatureStore, n_folds: int = 5, seed: int = 0) -> dict:
+    """Stratify the train split by emotion into ``n_folds`` folds.
+
+    Returns a JSON-ready dict: ``{"n_folds", "seed", "store_hash", "folds": [{"fold", "train",
+    "val"}]}`` with sample *names* (not row indices), so folds stay valid if the store is
+    rewritten in another order.
+    """
+    idx = store.indices("train")
+    labels = store.labels[idx]
+    smallest = int(np.bincount(labels).min(initial=0)) if len(labels) else 0
+    present = np.bincount(labels)[np.bincount(labels) > 0]
+    if len(present) and present.min() < n_folds:
+        raise ValueError(
+            f"cv.folds={n_folds} but the rarest emotion in train has only {int(present.min())} "
+            f"sample(s); lower cv.folds or add data (smallest count {smallest})"
+        )
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    names = store.names[idx]
+    folds = []
+    for k, (tr, va) in enumerate(skf.split(np.zeros(len(idx)), labels)):
+        folds.append({"fold": k, "train": sorted(map(str, names[tr])), "val": sorted(map(str, names[va]))})
+    return {"n_folds": n_folds, "seed": seed, "store_hash": store.content_hash, "folds": folds}
+
+
+def write_folds(path: str | Path, folds: dict) -> None:
+    Path(path).write_text(json.dumps(folds, indent=1) + "\n")
+
+
+def read_folds(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

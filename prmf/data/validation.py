@@ -1,0 +1,244 @@
+"""Feature-store validation: bad data must never reach training.
+
+:func:`validate_store` runs every check on a :class:`FeatureStore` and returns
+a :class:`ValidationReport`. Findings are ``fatal`` (training would be wrong
+or crash) or ``warning`` (worth a look, not wrong). :func:`validate_file`
+reads the store, writes ``validation.json`` and ``validation.md`` and raises
+:class:`FeatureValidationError` naming file, sample and modality when any
+finding is fatal.
+
+Checks (``check`` key of a finding):
+
+- ``names_unique``: no duplicate sample names (fatal)
+- ``splits_known`` / ``splits_disjoint``: every split in train/test1/test2/test3,
+  no name in two splits (fatal)
+- ``train_present``: the train split is not empty (fatal)
+- ``rows_aligned``: every modality has one feature row per labelled sample (fatal)
+- ``dims_consistent``: a modality's dimension matches the configured one (fatal)
+- ``finite``: no NaN/Inf in any feature (fatal)
+- ``zero_rows``: all-zero rows are legitimate only where the source flags the
+  modality missing (``missing`` mask); unflagged ones are fatal
+- ``constant_columns``: feature columns constant over train (warning)
+- ``class_names`` / ``labels_range``: known emotion names, labels index them (fatal)
+- ``valence_range``: valence within [-5, 5] or NaN (fatal)
+- ``class_coverage``: every class present in train (warning)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prmf.data.store import EMOTIONS, SPLITS, FeatureStore, read_store
+
+MAX_LISTED = 10
+
+
+@dataclass
+class Finding:
+    """One validation result."""
+
+    check: str
+    severity: str  # "fatal" | "warning" | "ok"
+    message: str
+    modality: str | None = None
+    samples: list[str] = field(default_factory=list)
+    count: int = 0
+
+
+@dataclass
+class ValidationReport:
+    """All findings for one store, plus a summary of what was checked."""
+
+    path: str
+    findings: list[Finding]
+    summary: dict
+
+    @property
+    def fatal(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "fatal"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "ok": not self.fatal,
+            "n_fatal": len(self.fatal),
+            "n_warnings": len(self.warnings),
+            "summary": self.summary,
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+    def to_markdown(self) -> str:
+        status = "PASSED" if not self.fatal else f"FAILED ({len(self.fatal)} fatal)"
+        lines = [f"# Feature validation: {status}", "", f"Store: `{self.path}`", ""]
+        s = self.summary
+        lines += ["| split | samples | valence known |", "|---|--:|--:|"]
+        for split, n in s["split_sizes"].items():
+            lines.append(f"| {split} | {n} | {s['valence_known'][split]} |")
+        lines += ["", "| modality | feature | dim | frame-level | flagged missing | all-zero rows |",
+                  "|---|---|--:|:-:|--:|--:|"]
+        for m, info in s["modalities"].items():
+            lines.append(
+                f"| {m} | {info['feature_name']} | {info['dim']} | {'yes' if info['frame_level'] else 'no'} "
+                f"| {info['flagged_missing']} | {info['zero_rows']} |"
+            )
+        lines += ["", "| check | severity | message |", "|---|---|---|"]
+        for f in self.findings:
+            lines.append(f"| {f.check} | {f.severity} | {f.message.replace('|', '/')} |")
+        return "\n".join(lines) + "\n"
+
+
+class FeatureValidationError(RuntimeError):
+    """Raised when a store has fatal findings; the message lists all of them."""
+
+
+def _listed(names: np.ndarray) -> str:
+    shown = ", ".join(map(str, names[:MAX_LISTED]))
+    more = f" (+{len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
+    return shown + more
+
+
+def validate_store(
+    store: FeatureStore, path: str = "<memory>", expected_dims: dict[str, int] | None = None
+) -> ValidationReport:
+    """Run every check on ``store``; never raises on bad data."""
+    out: list[Finding] = []
+
+    def add(check: str, bad: bool, msg_bad: str, msg_ok: str, severity: str = "fatal", **kw) -> None:
+        out.append(Finding(check, severity if bad else "ok", msg_bad if bad else msg_ok, **kw))
+
+    n = len(store.names)
+    names = np.asarray(store.names)
+    uniq, counts = np.unique(names, return_counts=True)
+    dup = uniq[counts > 1]
+    add("names_unique", len(dup) > 0,
+        f"{path}: {len(dup)} duplicate sample name(s): {_listed(dup)}; each sample must appear once "
+        "(remove the duplicates from the source)",
+        f"{n} unique sample names", samples=list(map(str, dup[:MAX_LISTED])), count=len(dup))
+
+    unknown_split = sorted(set(np.unique(store.split)) - set(SPLITS))
+    add("splits_known", bool(unknown_split),
+        f"{path}: unknown split(s) {unknown_split}; allowed {list(SPLITS)}",
+        "all splits known")
+    # disjointness: a name labelled in two splits
+    in_two = [str(nm) for nm in dup if len(set(store.split[names == nm])) > 1]
+    add("splits_disjoint", bool(in_two),
+        f"{path}: sample(s) in more than one split: {_listed(np.asarray(in_two))}; "
+        "a sample must belong to exactly one of train/test1/test2/test3",
+        "splits disjoint", samples=in_two[:MAX_LISTED], count=len(in_two))
+    n_train = int((store.split == "train").sum())
+    add("train_present", n_train == 0, f"{path}: the train split is empty; cross-validation needs it",
+        f"{n_train} training samples")
+
+    bad_classes = [c for c in store.class_names if c not in EMOTIONS]
+    add("class_names", bool(bad_classes),
+        f"{path}: unknown class name(s) {bad_classes}; expected a subset of {list(EMOTIONS)}",
+        f"classes {list(store.class_names)}")
+    bad_lab = np.flatnonzero((store.labels < 0) | (store.labels >= len(store.class_names)))
+    add("labels_range", len(bad_lab) > 0,
+        f"{path}: {len(bad_lab)} label(s) outside 0..{len(store.class_names) - 1}, samples "
+        f"{_listed(names[bad_lab])}", "labels index the class names",
+        samples=list(map(str, names[bad_lab][:MAX_LISTED])), count=len(bad_lab))
+    v = store.valence
+    bad_val = np.flatnonzero(np.isfinite(v) & ((v < -5) | (v > 5)) | np.isinf(v))
+    add("valence_range", len(bad_val) > 0,
+        f"{path}: {len(bad_val)} valence value(s) outside [-5, 5], samples {_listed(names[bad_val])} "
+        f"(first value {v[bad_val[0]] if len(bad_val) else ''}); unknown valence must be NaN, "
+        "not a placeholder like -10",
+        "valence within [-5, 5] or NaN", samples=list(map(str, names[bad_val][:MAX_LISTED])),
+        count=len(bad_val))
+    train = store.split == "train"
+    missing_cls = [store.class_names[c] for c in range(len(store.class_names))
+                   if not np.any(store.labels[train] == c)]
+    add("class_coverage", bool(missing_cls), f"classes absent from train: {missing_cls}",
+        "every class present in train", severity="warning")
+
+    mod_summary = {}
+    for m, x in store.features.items():
+        miss = np.asarray(store.missing.get(m, np.zeros(n, bool)), dtype=bool)
+        add("rows_aligned", x.shape[0] != n or miss.shape[0] != n,
+            f"{path}: modality '{m}' has {x.shape[0]} feature rows for {n} labelled samples; "
+            "every labelled sample needs features in every modality (re-import the features)",
+            f"{m}: one row per sample", modality=m)
+        if x.shape[0] != n:
+            continue
+        if expected_dims and m in expected_dims:
+            add("dims_consistent", x.shape[-1] != expected_dims[m],
+                f"{path}: modality '{m}' has dimension {x.shape[-1]} but the config expects "
+                f"{expected_dims[m]}; fix dataset dims or the features", f"{m}: dim {x.shape[-1]}",
+                modality=m)
+        flat = x.reshape(n, -1)
+        finite_rows = np.isfinite(flat).all(axis=1)
+        bad = np.flatnonzero(~finite_rows)
+        add("finite", len(bad) > 0,
+            f"{path}: modality '{m}': {len(bad)} sample(s) with NaN/Inf features: {_listed(names[bad])}; "
+            "fix or drop these samples in the source",
+            f"{m}: all finite", modality=m, samples=list(map(str, names[bad][:MAX_LISTED])),
+            count=len(bad))
+        zero = ~np.any(np.nan_to_num(flat) != 0, axis=1)
+        unflagged = np.flatnonzero(zero & ~miss)
+        add("zero_rows", len(unflagged) > 0,
+            f"{path}: modality '{m}': {len(unflagged)} all-zero feature row(s) not flagged missing by "
+            f"the source: {_listed(names[unflagged])}; a zero vector is only legitimate where the "
+            "source marks the modality absent (check the feature extraction for these samples)",
+            f"{m}: {int(zero.sum())} all-zero rows, all flagged missing by the source", modality=m,
+            samples=list(map(str, names[unflagged][:MAX_LISTED])), count=len(unflagged))
+        tr = flat[train & finite_rows & ~miss]
+        if len(tr) > 1:
+            const = np.flatnonzero(np.ptp(tr, axis=0) == 0)
+            add("constant_columns", len(const) > 0,
+                f"modality '{m}': {len(const)} feature column(s) constant over train "
+                f"(first: {const[:MAX_LISTED].tolist()})", f"{m}: no constant columns",
+                severity="warning", modality=m, count=len(const))
+        mod_summary[m] = {
+            "feature_name": store.feature_names.get(m, m),
+            "dim": int(x.shape[-1]),
+            "frame_level": x.ndim == 3,
+            "flagged_missing": int(miss.sum()),
+            "zero_rows": int(zero.sum()),
+        }
+
+    summary = {
+        "n_samples": n,
+        "source": store.source,
+        "dataset": store.dataset,
+        "content_hash": store.content_hash,
+        "classes": list(store.class_names),
+        "split_sizes": {s: int((store.split == s).sum()) for s in SPLITS},
+        "valence_known": {s: int(np.isfinite(v[store.split == s]).sum()) for s in SPLITS},
+        "class_counts_train": {c: int((store.labels[train] == i).sum())
+                               for i, c in enumerate(store.class_names)},
+        "modalities": mod_summary,
+    }
+    return ValidationReport(path=str(path), findings=out, summary=summary)
+
+
+def validate_file(
+    store_path: str | Path,
+    json_out: str | Path | None = None,
+    md_out: str | Path | None = None,
+    expected_dims: dict[str, int] | None = None,
+) -> ValidationReport:
+    """Validate ``store_path``, write the reports, raise on fatal findings.
+
+    The reports are written even when validation fails (they explain why); the
+    caller (Snakemake) deletes outputs of a failed job, so nothing partial is
+    taken as complete.
+    """
+    report = validate_store(read_store(store_path), str(store_path), expected_dims)
+    if json_out:
+        Path(json_out).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if md_out:
+        Path(md_out).write_text(report.to_markdown())
+    if report.fatal:
+        raise FeatureValidationError(
+            "feature validation failed:\n" + "\n".join(f"  - [{f.check}] {f.message}" for f in report.fatal)
+        )
+    return report

@@ -1,0 +1,156 @@
+"""Model family of P-RMF and its MERBench attention baseline.
+
+Read in method order: :mod:`.modality_dropout` (step 0), :mod:`.encoders` and
+:mod:`.decoders` (step 1), :mod:`.fusion` (step 2), :mod:`.attention` (step 3),
+:mod:`.heads` (step 4), assembled by :mod:`.baseline` and :mod:`.prmf_model`.
+Losses live in :mod:`prmf.losses`.
+
+:func:`build_model` turns an experiment arm (a dict from the study config)
+into a model. Arms used by the study::
+
+    baseline   {model: attention}
+    robust_v1  {model: attention, use_modality_dropout: true}
+    exp1       {model: prmf, use_modality_dropout: true}
+    exp2       {model: prmf, use_vae: true, use_modality_dropout: true,
+                kl_weight: 0.01, recon_weight: 0.1, cross_kl_weight: 0.01}
+    exp3       {model: prmf, use_vae: true, use_proxy_attention: true,
+                use_modality_dropout: true, tau: 1.0}
+    exp4       {model: prmf, use_vae: true, use_proxy_attention: true,
+                use_modality_dropout: true, kl_weight: 0.005,
+                recon_weight: 0.15, tau: 0.8, warmup_epochs: 15}
+    exp5       {model: prmf, use_proxy_attention: true, use_modality_dropout: true}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .attention import ProxyCrossModalAttention
+from .base import MultimodalModel
+from .baseline import AttentionBaseline
+from .decoders import ModalityDecoder
+from .encoders import (
+    GaussianHead,
+    LSTMEncoder,
+    MLPEncoder,
+    VariationalLSTMEncoder,
+    VariationalMLPEncoder,
+    masked_time_mean,
+)
+from .fusion import (
+    AttentionWeightFusion,
+    MaskedMeanFusion,
+    UncertaintyWeightedFusion,
+    modality_uncertainty,
+)
+from .heads import PredictionHeads
+from .modality_dropout import (
+    ModalityDropout,
+    apply_modality_dropout,
+    drop_modes,
+    dropout_rate,
+    mask_inputs,
+)
+from .output import ModelOutput
+from .prmf_model import PRMFModel
+
+__all__ = [
+    "AttentionBaseline",
+    "AttentionWeightFusion",
+    "GaussianHead",
+    "LSTMEncoder",
+    "MLPEncoder",
+    "MaskedMeanFusion",
+    "ModalityDecoder",
+    "ModalityDropout",
+    "ModelOutput",
+    "MultimodalModel",
+    "PRMFModel",
+    "PredictionHeads",
+    "ProxyCrossModalAttention",
+    "UncertaintyWeightedFusion",
+    "VariationalLSTMEncoder",
+    "VariationalMLPEncoder",
+    "apply_modality_dropout",
+    "build_model",
+    "drop_modes",
+    "dropout_rate",
+    "mask_inputs",
+    "masked_time_mean",
+    "modality_uncertainty",
+]
+
+MODEL_KINDS = ("attention", "prmf")
+
+
+def _get(arm: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``arm[key]``, or ``default`` when the key is missing or ``None``."""
+    value = arm.get(key)
+    return default if value is None else value
+
+
+def _flag(arm: Mapping[str, Any], key: str) -> bool:
+    """A boolean switch (default False); rejects strings such as ``"false"``."""
+    value = _get(arm, key, False)
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{key} must be a boolean, got {value!r}")
+
+
+def build_model(
+    arm: Mapping[str, Any],
+    input_dims: list[int],
+    n_classes: int,
+    frame_level: list[bool] | None = None,
+) -> MultimodalModel:
+    """Build the model of an experiment arm.
+
+    Args:
+        arm: arm config. ``model`` ("attention" | "prmf") is required; read with
+            defaults: ``use_vae`` [False], ``use_proxy_attention`` [False],
+            ``use_modality_dropout`` [False], ``fusion`` ["uncertainty"],
+            ``uncertainty`` ["std"], ``tau`` [1.0], ``hidden_dim`` [128],
+            ``dropout`` [0.4], ``num_attention_heads`` [4],
+            ``modality_dropout_max`` [0.5], ``warmup_epochs`` [0],
+            ``recon_weight`` [0.0] (decoders are built only when > 0 with the
+            VAE). Every other key is ignored. ``model: attention`` rejects
+            ``use_vae``/``use_proxy_attention`` set to True.
+        input_dims: feature dimension ``D_m`` of each modality.
+        n_classes: number of emotion classes ``C``.
+        frame_level: per modality, True for ``[B, T, D_m]`` inputs (LSTM
+            encoders); default all utterance-level.
+
+    Returns:
+        An :class:`AttentionBaseline` or :class:`PRMFModel`.
+    """
+    if "model" not in arm:
+        raise ValueError("arm must set 'model' to one of " + ", ".join(MODEL_KINDS))
+    kind = arm["model"]
+    common = dict(
+        input_dims=list(input_dims),
+        n_classes=int(n_classes),
+        frame_level=None if frame_level is None else list(frame_level),
+        hidden_dim=int(_get(arm, "hidden_dim", 128)),
+        dropout=float(_get(arm, "dropout", 0.4)),
+        use_modality_dropout=_flag(arm, "use_modality_dropout"),
+        modality_dropout_max=float(_get(arm, "modality_dropout_max", 0.5)),
+        warmup_epochs=int(_get(arm, "warmup_epochs", 0)),
+    )
+    if kind == "attention":
+        for key in ("use_vae", "use_proxy_attention"):
+            if _flag(arm, key):
+                raise ValueError(f"model 'attention' does not support {key}=True")
+        return AttentionBaseline(**common)
+    if kind == "prmf":
+        return PRMFModel(
+            **common,
+            use_vae=_flag(arm, "use_vae"),
+            use_proxy_attention=_flag(arm, "use_proxy_attention"),
+            fusion=str(_get(arm, "fusion", "uncertainty")),
+            uncertainty=str(_get(arm, "uncertainty", "std")),
+            tau=float(_get(arm, "tau", 1.0)),
+            num_attention_heads=int(_get(arm, "num_attention_heads", 4)),
+            recon_weight=float(_get(arm, "recon_weight", 0.0)),
+        )
+    raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(MODEL_KINDS)}")

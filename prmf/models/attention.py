@@ -1,0 +1,78 @@
+"""Step 3 of the method: proxy-guided cross-modal attention.
+
+The proxy modality queries every modality's representation with its own
+``nn.MultiheadAttention`` block; the per-modality outputs are combined with the
+fusion weights and refined by a post-norm Transformer-style residual block.
+
+Note: each modality contributes a single key/value token, so the attention
+softmax is over one element and equals 1; the per-modality output is therefore
+``out_proj(v_proj(mu_m))`` whatever the query. The proxy shapes the result
+through the fusion weights and the residual connection.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ProxyCrossModalAttention(nn.Module):
+    """Cross-modal attention with the proxy as query.
+
+    ::
+
+        a_m  = MHA_m(q=proxy[:, None], k=v=mu_m[:, None])    [B, 1, H] -> [B, H]
+        a_m  = 0 where modality m is absent
+        attn = sum_m w_m * a_m                                [B, H]
+        x    = LayerNorm(proxy + Dropout(attn))
+        out  = LayerNorm(x + FFN(x)),  FFN = Linear(H,2H)-GELU-Dropout-Linear(2H,H)-Dropout
+
+    ``num_heads`` must divide ``hidden_dim``. ``dropout`` is the FFN / residual
+    dropout (the attention-probability dropout of the MHA blocks is 0: with one
+    key it would drop the whole modality output).
+    """
+
+    def __init__(self, num_modalities: int, hidden_dim: int, num_heads: int = 4, dropout: float = 0.0) -> None:
+        super().__init__()
+        if hidden_dim % num_heads != 0:
+            raise ValueError(
+                f"num_attention_heads ({num_heads}) must divide hidden_dim ({hidden_dim})"
+            )
+        self.attn = nn.ModuleList(
+            nn.MultiheadAttention(hidden_dim, num_heads, batch_first=True)
+            for _ in range(num_modalities)
+        )
+        self.attn_dropout = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(hidden_dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden_dim, 2 * hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * hidden_dim, hidden_dim),
+            nn.Dropout(dropout),
+        )
+        self.norm2 = nn.LayerNorm(hidden_dim)
+
+    def forward(self, proxy: Tensor, mu: Tensor, weights: Tensor, present: Tensor) -> Tensor:
+        """Refine the proxy with attention over the modalities.
+
+        Args:
+            proxy: ``[B, H]`` fused proxy representation (query).
+            mu: ``[B, M, H]`` per-modality representations (keys / values).
+            weights: ``[B, M]`` fusion weights (0 for absent modalities).
+            present: ``[B, M]`` bool modality mask.
+
+        Returns:
+            ``[B, H]`` refined representation.
+        """
+        query = proxy.unsqueeze(1)  # [B, 1, H]
+        outs = []
+        for m, block in enumerate(self.attn):
+            kv = mu[:, m : m + 1]  # [B, 1, H]
+            out, _ = block(query, kv, kv, need_weights=False)
+            outs.append(out)
+        per_modality = torch.cat(outs, dim=1)  # [B, M, H]
+        per_modality = per_modality.masked_fill(~present.unsqueeze(-1), 0.0)
+        attn = (weights.unsqueeze(-1) * per_modality).sum(dim=1)  # [B, H]
+        x = self.norm1(proxy + self.attn_dropout(attn))
+        return self.norm2(x + self.ffn(x))

@@ -1,0 +1,82 @@
+"""Shared plumbing of both model families: input checks, modality dropout,
+input masking and the epoch-driven dropout schedule (``set_epoch``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .modality_dropout import ModalityDropout, mask_inputs
+
+
+class MultimodalModel(nn.Module):
+    """Base class: ``forward(xs, present, lengths)`` -> :class:`ModelOutput`.
+
+    Subclasses call :meth:`prepare_inputs` first; it applies modality dropout
+    (training only) and zeroes the inputs of absent modalities.
+    """
+
+    def __init__(
+        self,
+        input_dims: list[int],
+        frame_level: list[bool] | None,
+        use_modality_dropout: bool,
+        modality_dropout_max: float,
+        warmup_epochs: int,
+    ) -> None:
+        super().__init__()
+        if len(input_dims) < 1:
+            raise ValueError("input_dims must name at least one modality")
+        if frame_level is None:
+            frame_level = [False] * len(input_dims)
+        if len(frame_level) != len(input_dims):
+            raise ValueError(
+                f"frame_level has {len(frame_level)} entries for {len(input_dims)} modalities"
+            )
+        self.input_dims = [int(d) for d in input_dims]
+        self.frame_level = [bool(f) for f in frame_level]
+        self.num_modalities = len(input_dims)
+        self.modality_dropout = ModalityDropout(
+            self.num_modalities, use_modality_dropout, modality_dropout_max, warmup_epochs
+        )
+
+    def set_epoch(self, epoch: int, total_epochs: int) -> None:
+        """Set the modality-dropout rate for 0-based ``epoch`` of ``total_epochs``."""
+        self.modality_dropout.set_epoch(epoch, total_epochs)
+
+    @property
+    def modality_dropout_rate(self) -> float:
+        """Current ``p(e)``; 0.0 when modality dropout is switched off."""
+        return self.modality_dropout.rate
+
+    def prepare_inputs(
+        self,
+        xs: list[Tensor],
+        present: Tensor,
+        lengths: list[Tensor | None] | None,
+    ) -> tuple[list[Tensor], Tensor, list[Tensor | None]]:
+        """Check shapes, drop modalities (training), zero absent inputs.
+
+        Returns ``(xs, present, lengths)`` with ``present`` ``[B, M]`` bool the
+        mask actually used.
+        """
+        if len(xs) != self.num_modalities:
+            raise ValueError(f"expected {self.num_modalities} modality inputs, got {len(xs)}")
+        if present.dim() != 2 or present.shape[1] != self.num_modalities:
+            raise ValueError(f"present must be [B, {self.num_modalities}], got {tuple(present.shape)}")
+        if lengths is None:
+            lengths = [None] * self.num_modalities
+        if len(lengths) != self.num_modalities:
+            raise ValueError(f"lengths has {len(lengths)} entries for {self.num_modalities} modalities")
+        for m, (x, is_frames) in enumerate(zip(xs, self.frame_level)):
+            want = 3 if is_frames else 2
+            if x.dim() != want or x.shape[-1] != self.input_dims[m]:
+                raise ValueError(
+                    f"modality {m}: expected a {want}-d input with last dim "
+                    f"{self.input_dims[m]}, got {tuple(x.shape)}"
+                )
+        if present.dtype != torch.bool:
+            present = present.bool()
+        present = self.modality_dropout(present)
+        xs, lengths = mask_inputs(xs, present, lengths)
+        return xs, present, lengths

@@ -1,0 +1,597 @@
+"""MERBench-style result files: name format, parsing, scanning and best-of-runs.
+
+MERBench (and this pipeline, which writes the same names) stores one NPZ per
+evaluated split, and the metrics live in the *file name*::
+
+    {split}_features:{f1+f2+f3}[_dataset:{DATASET}]_model:{model}+{feat_type}+{e2e}
+        _f1:{f1:.4f}_acc:{acc:.4f}_val:{val:.4f}_{timestamp}.npz
+
+(one line, no line break). Rules used here:
+
+* ``split`` is one of :data:`SPLITS` (``cv``, ``test1``, ``test2``, ``test3``).
+* ``features`` are sorted with :func:`sorted` and joined by ``+``; a feature
+  name is any non-empty text without ``+`` or ``/`` (letters, digits, ``-``,
+  ``.`` and ``_`` all occur in practice).
+* ``_dataset:{DATASET}`` is optional (older MERBench versions omit it).
+* The model part is ``{model}+{feat_type}+{e2e}``; ``model`` is the text before
+  the *last two* ``+``-separated fields, so ``attention_robust_v2+utt+None``
+  gives model ``attention_robust_v2``. A model part with fewer than three
+  fields is malformed.
+* ``val`` is a 4-decimal number or ``nan`` (splits without valence labels,
+  e.g. ``test3``).
+* ``timestamp`` is ``time.time()`` as written by Python: an integer
+  (``1769910916``) or a float (``1769910916.3972666``).
+
+Names that do not follow these rules are not results: :func:`parse_result_name`
+returns ``None`` and :func:`scan_result_dirs` lists them as *skipped*.
+
+Display convention: tables show F1 and ACC as **percentages with two decimals**
+(MERBench style, ``0.7593`` -> ``75.93``); the raw fractions stay in the data
+frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Literal
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("cv", "test1", "test2", "test3")
+"""Splits a MERBench result name can carry, in display order."""
+
+RECORD_COLUMNS: tuple[str, ...] = (
+    "dir",
+    "file",
+    "split",
+    "model",
+    "features",
+    "dataset",
+    "f1",
+    "acc",
+    "val",
+    "timestamp",
+)
+"""Columns of :attr:`ScanReport.records` (``file`` is the full path)."""
+
+COUNT_COLUMNS: tuple[str, ...] = ("dir", "n_npz", "n_parsed", "n_skipped")
+
+BEST_COLUMNS: tuple[str, ...] = (*RECORD_COLUMNS, "n_runs")
+"""Columns of :func:`select_best` output (``n_runs`` = candidates in the group)."""
+
+DEFAULT_DISPLAY_NAMES: dict[str, str] = {
+    "attention": "Baseline (v0)",
+    "attention+utt": "Baseline (v0)",
+    "attention_robust": "Robust v1 (Dropout)",
+    "attention_robust_v2": "P-RMF V2 (VAE)",
+    "attention_robust_v3": "Robust v3",
+    "attention_robust_v4": "Robust v4",
+    "attention_robust_v5": "Robust v5",
+}
+
+MISSING_CELL = "—"
+
+_NUM = r"\d+(?:\.\d+)?"
+_RESULT_RE = re.compile(
+    r"^(?P<split>" + "|".join(SPLITS) + r")"
+    r"_features:(?P<features>[^/]+?)"
+    r"(?:_dataset:(?P<dataset>[^/]+?))?"
+    r"_model:(?P<model_part>[^/]+)"
+    rf"_f1:(?P<f1>{_NUM})"
+    rf"_acc:(?P<acc>{_NUM})"
+    rf"_val:(?P<val>{_NUM}|nan|NaN)"
+    rf"_(?P<timestamp>{_NUM})\.npz$"
+)
+
+
+@dataclass(frozen=True)
+class ResultName:
+    """The fields of one parsed MERBench result file name."""
+
+    split: str
+    features: tuple[str, ...]
+    dataset: str | None
+    model: str
+    feat_type: str
+    e2e: str
+    f1: float
+    acc: float
+    val: float
+    timestamp: float
+    filename: str
+
+
+# --------------------------------------------------------------------------- names
+
+
+def _format_timestamp(timestamp: float) -> str:
+    """Write a timestamp like Python's ``time.time()`` output in MERBench names.
+
+    Integral values are written without a fraction (``1769910916``), others
+    with :func:`repr` (``1769910916.3972666``), which round-trips exactly.
+    """
+    value = float(timestamp)
+    if value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def format_result_name(
+    split: str,
+    feature_names: Sequence[str],
+    model: str,
+    f1: float,
+    acc: float,
+    val: float,
+    timestamp: float,
+    dataset: str | None = None,
+    feat_type: str = "utt",
+    e2e: str = "None",
+) -> str:
+    """Build a MERBench result file name.
+
+    Features are sorted; metrics are written with 4 decimals and a NaN valence
+    as ``val:nan``. The name is parsed back before it is returned, so anything
+    :func:`parse_result_name` would not read back identically (a ``+`` in a
+    feature name, an unknown split, a negative metric, ...) raises.
+
+    Raises:
+        ValueError: when the fields cannot make a name that parses back to them.
+    """
+    features = sorted(feature_names)
+    parts = [f"{split}_features:{'+'.join(features)}"]
+    if dataset is not None:
+        parts.append(f"dataset:{dataset}")
+    parts.append(f"model:{model}+{feat_type}+{e2e}")
+    parts.append(f"f1:{f1:.4f}_acc:{acc:.4f}_val:{val:.4f}")
+    parts.append(_format_timestamp(timestamp))
+    name = "_".join(parts) + ".npz"
+    _check_round_trip(name, split, features, dataset, model, feat_type, e2e, val)
+    return name
+
+
+def _check_round_trip(
+    name: str,
+    split: str,
+    features: list[str],
+    dataset: str | None,
+    model: str,
+    feat_type: str,
+    e2e: str,
+    val: float,
+) -> None:
+    """Raise ``ValueError`` unless ``name`` parses back to the given fields."""
+    parsed = parse_result_name(name)
+    if parsed is None:
+        raise ValueError(f"fields do not make a valid MERBench result name: {name!r}")
+    expected = (split, tuple(features), dataset, model, feat_type, e2e)
+    got = (parsed.split, parsed.features, parsed.dataset, parsed.model, parsed.feat_type, parsed.e2e)
+    if got != expected or math.isnan(parsed.val) != math.isnan(val):
+        raise ValueError(
+            f"name {name!r} would parse back as {got}, not {expected}; "
+            "feature names must not contain '+', feat_type/e2e must not contain '+'"
+        )
+
+
+def _split_model_part(model_part: str) -> tuple[str, str, str] | None:
+    """Split ``{model}+{feat_type}+{e2e}`` at the last two ``+``."""
+    fields = model_part.rsplit("+", 2)
+    if len(fields) != 3 or not all(fields):
+        return None
+    model, feat_type, e2e = fields
+    return model, feat_type, e2e
+
+
+def parse_result_name(filename: str) -> ResultName | None:
+    """Parse a MERBench result file name (a bare name or a path).
+
+    Returns:
+        The parsed fields, or ``None`` when the name does not follow the
+        pattern described in the module docstring.
+    """
+    name = PurePath(filename).name
+    match = _RESULT_RE.match(name)
+    if match is None:
+        return None
+    features = tuple(match["features"].split("+"))
+    if not all(features):
+        return None
+    model_fields = _split_model_part(match["model_part"])
+    if model_fields is None:
+        return None
+    model, feat_type, e2e = model_fields
+    return ResultName(
+        split=match["split"],
+        features=features,
+        dataset=match["dataset"],
+        model=model,
+        feat_type=feat_type,
+        e2e=e2e,
+        f1=float(match["f1"]),
+        acc=float(match["acc"]),
+        val=float(match["val"]),
+        timestamp=float(match["timestamp"]),
+        filename=name,
+    )
+
+
+# --------------------------------------------------------------------------- scan
+
+
+@dataclass
+class ScanReport:
+    """What :func:`scan_result_dirs` found.
+
+    Attributes:
+        records: one row per parsed result file, columns :data:`RECORD_COLUMNS`
+            (``dir`` as given, ``file`` the full path, ``features`` joined by
+            ``+``, ``dataset`` ``None`` when the name has none).
+        skipped: ``(dir, name)`` of every ``*.npz`` whose name did not parse;
+            ``name`` is the path relative to ``dir``.
+        missing_dirs: folders that do not exist (or are not folders).
+        counts: one row per folder given, in the order given (duplicates
+            removed), columns :data:`COUNT_COLUMNS`; missing folders have zeros.
+    """
+
+    records: pd.DataFrame
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    missing_dirs: list[str] = field(default_factory=list)
+    counts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COUNT_COLUMNS)))
+
+
+def _record(dir_key: str, path: Path, parsed: ResultName) -> dict[str, object]:
+    """One row of :attr:`ScanReport.records`."""
+    return {
+        "dir": dir_key,
+        "file": str(path),
+        "split": parsed.split,
+        "model": parsed.model,
+        "features": "+".join(parsed.features),
+        "dataset": parsed.dataset,
+        "f1": parsed.f1,
+        "acc": parsed.acc,
+        "val": parsed.val,
+        "timestamp": parsed.timestamp,
+    }
+
+
+def _unique(items: Sequence[str | Path]) -> list[str]:
+    """The items as strings, duplicates removed, first occurrence kept."""
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(str(item), None)
+    return list(seen)
+
+
+def scan_result_dirs(dirs: Sequence[str | Path]) -> ScanReport:
+    """Find and parse every ``*.npz`` below each folder (recursively).
+
+    Missing folders are logged with ``logging.warning`` and listed in
+    :attr:`ScanReport.missing_dirs`. A file reachable from two given folders
+    (one nested in the other) is counted under the first one only. Files are
+    visited in sorted order, so the result is deterministic.
+    """
+    rows: list[dict[str, object]] = []
+    skipped: list[tuple[str, str]] = []
+    missing: list[str] = []
+    counts: list[dict[str, object]] = []
+    seen_files: set[Path] = set()
+    for dir_key in _unique(dirs):
+        root = Path(dir_key)
+        if not root.is_dir():
+            log.warning("result folder %s does not exist (or is not a folder); skipped", dir_key)
+            missing.append(dir_key)
+            counts.append({"dir": dir_key, "n_npz": 0, "n_parsed": 0, "n_skipped": 0})
+            continue
+        n_npz = n_parsed = 0
+        for path in sorted(p for p in root.rglob("*.npz") if p.is_file()):
+            resolved = path.resolve()
+            if resolved in seen_files:
+                continue
+            seen_files.add(resolved)
+            n_npz += 1
+            parsed = parse_result_name(path.name)
+            if parsed is None:
+                skipped.append((dir_key, path.relative_to(root).as_posix()))
+                continue
+            n_parsed += 1
+            rows.append(_record(dir_key, path, parsed))
+        counts.append({"dir": dir_key, "n_npz": n_npz, "n_parsed": n_parsed, "n_skipped": n_npz - n_parsed})
+    records = pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
+    return ScanReport(
+        records=records,
+        skipped=skipped,
+        missing_dirs=missing,
+        counts=pd.DataFrame(counts, columns=list(COUNT_COLUMNS)),
+    )
+
+
+# --------------------------------------------------------------------------- best
+
+
+def _split_rank(split: pd.Series) -> pd.Series:
+    """Position of each split in :data:`SPLITS` (unknown splits last)."""
+    order = {name: i for i, name in enumerate(SPLITS)}
+    return split.map(lambda s: order.get(s, len(order)))
+
+
+def select_best(records: pd.DataFrame) -> pd.DataFrame:
+    """Pick the best result file per ``(model, split)``.
+
+    The winner has the highest ``acc``; ties go to the higher ``f1``, then the
+    newest ``timestamp``, then the smallest file path (so the choice is
+    deterministic). The winning row keeps every record column (``file`` is its
+    path) and gains ``n_runs``, the number of candidates in its group.
+
+    Returns:
+        One row per ``(model, split)``, sorted by model then split order
+        (:data:`SPLITS`), index reset.
+    """
+    if records.empty:
+        return pd.DataFrame(columns=list(BEST_COLUMNS))
+    ordered = records.assign(_split_rank=_split_rank(records["split"])).sort_values(
+        ["model", "_split_rank", "acc", "f1", "timestamp", "file"],
+        ascending=[True, True, False, False, False, True],
+        kind="mergesort",
+    )
+    sizes = ordered.groupby(["model", "split"], sort=False)["file"].transform("size")
+    best = ordered.assign(n_runs=sizes.astype(int)).drop_duplicates(["model", "split"], keep="first")
+    return best.drop(columns="_split_rank").reset_index(drop=True)[[*records.columns, "n_runs"]]
+
+
+# --------------------------------------------------------------------------- render
+
+
+def display_name(model: str, mapping: Mapping[str, str] | None = None) -> str:
+    """Human name of a model: ``mapping`` first, then the defaults, else ``model``."""
+    if mapping is not None and model in mapping:
+        return mapping[model]
+    return DEFAULT_DISPLAY_NAMES.get(model, model)
+
+
+def percent(value: float) -> str:
+    """A fraction as a MERBench-style percentage (``0.7593`` -> ``75.93``); NaN -> ``—``."""
+    if value is None or pd.isna(value):
+        return MISSING_CELL
+    return f"{100.0 * float(value):.2f}"
+
+
+def _escape_cell(text: object) -> str:
+    """A Markdown table cell: pipes escaped, line breaks flattened."""
+    return str(text).replace("|", r"\|").replace("\n", " ")
+
+
+def markdown_table(frame: pd.DataFrame, align: Sequence[str] | None = None) -> str:
+    """Render a data frame as a GitHub-flavoured Markdown table (no index).
+
+    Args:
+        frame: cells are written with ``str``.
+        align: one of ``"l"``, ``"r"``, ``"c"`` per column; default: first
+            column left, the others right.
+
+    Returns:
+        The table lines joined by ``\\n``, without a trailing newline.
+    """
+    columns = [str(c) for c in frame.columns]
+    if align is None:
+        align = ["l"] + ["r"] * (len(columns) - 1)
+    if len(align) != len(columns):
+        raise ValueError(f"{len(align)} alignments for {len(columns)} columns")
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = [
+        "| " + " | ".join(_escape_cell(c) for c in columns) + " |",
+        "|" + "|".join(rule[a] for a in align) + "|",
+    ]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_escape_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _aligned_text(frame: pd.DataFrame) -> str:
+    """Plain-text table with space-padded columns (first column left-aligned)."""
+    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.itertuples(index=False)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(frame.columns))]
+
+    def fmt(row: list[str]) -> str:
+        padded = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
+        return "  ".join(padded).rstrip()
+
+    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
+    lines += [fmt(row) for row in cells[1:]]
+    return "\n".join(lines)
+
+
+def _models_in_order(best: pd.DataFrame) -> list[str]:
+    """Model names of ``best``, sorted."""
+    return sorted(best["model"].unique())
+
+
+def best_wide(best: pd.DataFrame, display_names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """``select_best`` output as one row per model, ``{split} F1``/``{split} ACC`` in %.
+
+    Columns: ``Method`` (display name), ``Model`` (raw name, keeps rows
+    distinct when two models share a display name), then F1 and ACC for
+    each split of :data:`SPLITS`; cells without a result are ``—``.
+    """
+    cells = {(r.model, r.split): r for r in best.itertuples(index=False)}
+    rows = []
+    for model in _models_in_order(best):
+        row: dict[str, str] = {"Method": display_name(model, display_names), "Model": model}
+        for split in SPLITS:
+            hit = cells.get((model, split))
+            row[f"{split} F1"] = percent(hit.f1) if hit else MISSING_CELL
+            row[f"{split} ACC"] = percent(hit.acc) if hit else MISSING_CELL
+        rows.append(row)
+    columns = ["Method", "Model"] + [f"{s} {m}" for s in SPLITS for m in ("F1", "ACC")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _winners(best: pd.DataFrame, display_names: Mapping[str, str] | None) -> pd.DataFrame:
+    """One row per winning file: method, model, split, ACC, F1, runs, file."""
+    frame = best.assign(_rank=_split_rank(best["split"])).sort_values(["model", "_rank"], kind="mergesort")
+    return pd.DataFrame(
+        {
+            "Method": [display_name(m, display_names) for m in frame["model"]],
+            "Model": frame["model"].tolist(),
+            "Split": frame["split"].tolist(),
+            "ACC": [percent(v) for v in frame["acc"]],
+            "F1": [percent(v) for v in frame["f1"]],
+            "Runs": [str(int(n)) for n in frame["n_runs"]],
+            "File": frame["file"].tolist(),
+        }
+    )
+
+
+def _render_tsv(best: pd.DataFrame, display_names: Mapping[str, str] | None) -> str:
+    """Wide table plus one ``{split} file`` column per split, tab separated."""
+    wide = best_wide(best, display_names).replace(MISSING_CELL, "")
+    files = {(r.model, r.split): r.file for r in best.itertuples(index=False)}
+    for split in SPLITS:
+        wide[f"{split} file"] = [files.get((m, split), "") for m in wide["Model"]]
+    return wide.to_csv(sep="\t", index=False, lineterminator="\n")
+
+
+def render_best(
+    best: pd.DataFrame,
+    fmt: Literal["md", "tsv", "console"],
+    display_names: Mapping[str, str] | None = None,
+) -> str:
+    """Render :func:`select_best` output.
+
+    All formats show models as rows and ``{split} F1`` / ``{split} ACC`` for
+    ``cv``, ``test1``, ``test2``, ``test3`` as columns, in percent with two
+    decimals (MERBench style).
+
+    * ``md``: the table, then a second section listing the winning file of
+      each (model, split) with its number of candidate runs.
+    * ``tsv``: the table (empty cells where no result) plus one
+      ``{split} file`` column per split with the winning file's path.
+    * ``console``: the table as aligned plain text, then the winning files.
+
+    Every format ends with a newline.
+    """
+    if fmt == "tsv":
+        return _render_tsv(best, display_names)
+    wide = best_wide(best, display_names)
+    winners = _winners(best, display_names)
+    if fmt == "md":
+        return (
+            "## Best result per model and split\n\n"
+            "F1 and ACC in %; per (model, split) the run with the highest ACC "
+            "(ties: higher F1, then newest file).\n\n"
+            f"{markdown_table(wide, ['l', 'l'] + ['r'] * 8)}\n\n"
+            "## Winning files\n\n"
+            f"{markdown_table(winners, ['l', 'l', 'l', 'r', 'r', 'r', 'l'])}\n"
+        )
+    if fmt == "console":
+        files = "\n".join(
+            f"  {r.Model} {r.Split}: {r.File} (best of {r.Runs})" for r in winners.itertuples(index=False)
+        )
+        return f"{_aligned_text(wide)}\n\nwinning files:\n{files}\n"
+    raise ValueError(f"unknown format {fmt!r}; expected md, tsv or console")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_extract_best_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``extract-best`` options to ``parser``."""
+    parser.add_argument(
+        "--result-dir",
+        dest="result_dirs",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="folder searched recursively for MERBench *.npz result files (repeatable)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE.md",
+        help="write the Markdown table here and a TSV beside it (same name, .tsv)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("md", "tsv", "console"),
+        default="console",
+        help="what is printed on stdout (default: console)",
+    )
+    parser.add_argument(
+        "--display-names",
+        type=Path,
+        default=None,
+        metavar="FILE.yaml",
+        help="YAML mapping model name -> display name (overrides the defaults)",
+    )
+
+
+def load_display_names(path: str | Path) -> dict[str, str]:
+    """Read a YAML mapping ``model name -> display name``.
+
+    Raises:
+        ValueError: when the file is not a mapping of strings to strings.
+    """
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: expected a mapping of model name -> display name (strings)")
+    return dict(data)
+
+
+def _report_skipped(report: ScanReport) -> None:
+    """List skipped file names on stderr."""
+    if not report.skipped:
+        return
+    print(f"skipped {len(report.skipped)} file(s) whose names are not MERBench results:", file=sys.stderr)
+    for dir_key, name in report.skipped:
+        print(f"  {Path(dir_key) / name}", file=sys.stderr)
+
+
+def _write_outputs(output: Path, best: pd.DataFrame, display_names: Mapping[str, str] | None) -> None:
+    """Write ``output`` (Markdown) and ``output`` with suffix ``.tsv``."""
+    tsv = output.with_suffix(".tsv")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_best(best, "md", display_names), encoding="utf-8")
+    tsv.write_text(render_best(best, "tsv", display_names), encoding="utf-8")
+
+
+def cli_extract_best(args: argparse.Namespace) -> int:
+    """Scan ``args.result_dirs``, select the best runs, write/print the table.
+
+    Returns:
+        0 on success; 1 when no parseable result file was found (the folders
+        searched are named on stderr); 2 for a bad ``--output`` or
+        ``--display-names``.
+    """
+    if args.output is not None and Path(args.output).suffix == ".tsv":
+        print(f"error: --output {args.output} must not end in .tsv (the TSV is written beside it)", file=sys.stderr)
+        return 2
+    try:
+        names = load_display_names(args.display_names) if args.display_names else None
+    except (OSError, ValueError) as err:
+        print(f"error: --display-names: {err}", file=sys.stderr)
+        return 2
+    report = scan_result_dirs(args.result_dirs)
+    for missing in report.missing_dirs:
+        print(f"warning: result folder {missing} does not exist", file=sys.stderr)
+    _report_skipped(report)
+    if report.records.empty:
+        searched = ", ".join(str(d) for d in _unique(args.result_dirs))
+        print(f"error: no MERBench result file (*.npz) found in: {searched}", file=sys.stderr)
+        return 1
+    best = select_best(report.records)
+    if args.output is not None:
+        _write_outputs(Path(args.output), best, names)
+    sys.stdout.write(render_best(best, args.format, names))
+    return 0

@@ -1,0 +1,575 @@
+"""Paper tables as Markdown strings.
+
+Inputs are the per-run ``summary.json`` dicts written by the training side
+(one per arm x seed; schema in :func:`validate_summary`) and, for the
+best-of-runs tables, :func:`prmf.results.select_best` output and
+:class:`prmf.results.ScanReport`.
+
+Conventions shared by every table:
+
+* F1 and ACC are fractions in the data and are shown as percentages with two
+  decimals (MERBench style, ``0.7593`` -> ``75.93``); valence MSE is shown
+  with four decimals.
+* "mean ± std" is over seeds, ``std`` the sample standard deviation
+  (``ddof=1``); with a single seed only the value is shown (the ``Seeds``
+  column says how many seeds there were).
+* ``—`` marks a missing value (e.g. ``val_mse`` null: no valence labels).
+* Output is deterministic: no dates, rows in a fixed order, and it always ends
+  with a single newline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from prmf.results import MISSING_CELL, SPLITS, ScanReport, display_name, markdown_table
+
+Summary = Mapping[str, Any]
+
+METRIC_LABELS: tuple[tuple[str, str], ...] = (("f1", "F1"), ("acc", "ACC"))
+SWITCH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("use_vae", "VAE"),
+    ("use_proxy_attention", "Proxy attention"),
+    ("use_modality_dropout", "Modality dropout"),
+)
+HYPER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("kl_weight", "KL"),
+    ("recon_weight", "Recon"),
+    ("cross_kl_weight", "Cross-KL"),
+    ("tau", "τ"),
+    ("warmup_epochs", "Warm-up"),
+)
+ABLATION_ARMS: tuple[str, ...] = ("exp1", "exp2", "exp3", "exp4", "exp5")
+REQUIRED_KEYS: tuple[str, ...] = ("dataset", "arm", "seed", "metrics")
+ZERO_VARIANCE_TOL = 1e-12
+
+
+# --------------------------------------------------------------------------- input
+
+
+def validate_summary(summary: Summary) -> None:
+    """Check the keys the tables rely on.
+
+    Required: ``dataset``, ``arm``, ``seed``, ``metrics`` (split -> ``{f1, acc,
+    val_mse, n}``). Used when present: ``display_name``, ``switches``,
+    ``hyper``, ``n_folds``, ``per_fold`` (split -> list of ``{fold, f1, acc,
+    ...}``).
+
+    Raises:
+        ValueError: naming the missing key.
+    """
+    missing = [key for key in REQUIRED_KEYS if key not in summary]
+    if missing:
+        raise ValueError(f"summary.json lacks {', '.join(missing)}: {dict(summary)!r:.200}")
+
+
+def group_by_arm(summaries: Sequence[Summary]) -> dict[str, list[Summary]]:
+    """Summaries per arm, each list sorted by seed.
+
+    Raises:
+        ValueError: for a summary without the required keys, for two
+            summaries of the same (arm, seed), or for summaries of more than
+            one dataset (tables never mix datasets).
+    """
+    datasets = set()
+    groups: dict[str, list[Summary]] = {}
+    for summary in summaries:
+        validate_summary(summary)
+        datasets.add(summary["dataset"])
+        groups.setdefault(summary["arm"], []).append(summary)
+    if len(datasets) > 1:
+        raise ValueError(f"summaries of several datasets: {sorted(datasets)}; make one table per dataset")
+    for arm, runs in groups.items():
+        runs.sort(key=lambda s: s["seed"])
+        seeds = [s["seed"] for s in runs]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"arm {arm}: several summaries for one seed ({seeds})")
+    return groups
+
+
+def _dataset_of(summaries: Sequence[Summary]) -> str | None:
+    """The dataset of the summaries (they share one), ``None`` when empty."""
+    return summaries[0]["dataset"] if summaries else None
+
+
+def split_values(runs: Sequence[Summary], split: str, metric: str) -> list[float]:
+    """``metrics[split][metric]`` of each run, skipping missing and null values."""
+    values = []
+    for run in runs:
+        value = run["metrics"].get(split, {}).get(metric)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            values.append(float(value))
+    return values
+
+
+# --------------------------------------------------------------------------- format
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (``ddof=1``); std ``None`` below two values, both ``None`` for none."""
+    if len(values) == 0:
+        return None, None
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if len(array) > 1 else None
+    return float(array.mean()), std
+
+
+def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``"75.93 ± 0.42"`` (values x ``scale``); one value alone; none -> ``—``."""
+    mean, std = mean_std(values)
+    if mean is None:
+        return MISSING_CELL
+    text = f"{scale * mean:.{digits}f}"
+    if std is not None:
+        text += f" ± {scale * std:.{digits}f}"
+    return text
+
+
+def _bold(text: str) -> str:
+    return f"**{text}**"
+
+
+def _best_rows(means: Sequence[float | None], digits: int = 2, higher: bool = True) -> set[int]:
+    """Rows whose *displayed* mean is the best of the column (ties all win)."""
+    shown = [None if m is None else round(m, digits) for m in means]
+    present = [m for m in shown if m is not None]
+    if not present:
+        return set()
+    target = max(present) if higher else min(present)
+    return {i for i, m in enumerate(shown) if m == target}
+
+
+def _bold_best_columns(frame: pd.DataFrame, means: Mapping[str, Sequence[float | None]]) -> pd.DataFrame:
+    """Bold, in each column of ``means`` (percent values), the best displayed mean."""
+    frame = frame.copy()
+    for column, column_means in means.items():
+        winners = _best_rows(column_means)
+        frame[column] = [_bold(cell) if i in winners else cell for i, cell in enumerate(frame[column])]
+    return frame
+
+
+def _metric_columns() -> list[str]:
+    return [f"{split} {label}" for split in SPLITS for _, label in METRIC_LABELS]
+
+
+def _arm_label(arm: str, arms: Mapping[str, Mapping[str, Any]], runs: Sequence[Summary]) -> str:
+    """Display name of an arm: ``arms[arm]["display_name"]``, else the summary's, else the arm."""
+    configured = arms.get(arm, {}) if arms else {}
+    if configured.get("display_name"):
+        return str(configured["display_name"])
+    if runs and runs[0].get("display_name"):
+        return str(runs[0]["display_name"])
+    return arm
+
+
+def _join(items: Sequence[str]) -> str:
+    return ", ".join(f"`{item}`" for item in items)
+
+
+def _dataset_line(dataset: str | None) -> str:
+    return f"Dataset `{dataset}`." if dataset is not None else "No runs."
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _mean_std_section(
+    groups: Mapping[str, list[Summary]], arms: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, list[str]]:
+    """Table of mean ± std per arm, and the arms without runs."""
+    present = [arm for arm in arms if arm in groups]
+    not_run = [arm for arm in arms if arm not in groups]
+    rows, means = [], {column: [] for column in _metric_columns()}
+    for arm in present:
+        runs = groups[arm]
+        row = {"Method": _arm_label(arm, arms, runs), "Arm": arm, "Seeds": str(len(runs))}
+        for split in SPLITS:
+            for metric, label in METRIC_LABELS:
+                values = split_values(runs, split, metric)
+                row[f"{split} {label}"] = format_mean_std(values)
+                mean = mean_std(values)[0]
+                means[f"{split} {label}"].append(None if mean is None else 100.0 * mean)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["Method", "Arm", "Seeds", *_metric_columns()])
+    frame = _bold_best_columns(frame, means)
+    return markdown_table(frame, ["l", "l", "r"] + ["r"] * 8), not_run
+
+
+def _runs_label(n_runs: Sequence[int]) -> str:
+    """``"5"`` when every split had 5 candidates, else ``"3–5"``."""
+    low, high = min(n_runs), max(n_runs)
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def best_of_runs_table(best: pd.DataFrame, display_names: Mapping[str, str] | None = None) -> str:
+    """Markdown table of :func:`prmf.results.select_best` output, best per column bold.
+
+    Rows: one per model (sorted by model name), ``Method`` its display name,
+    ``Runs`` the number of candidate files per split; columns F1/ACC in % per
+    split. Returns a sentence instead of a table when ``best`` is empty.
+    """
+    if best is None or best.empty:
+        return "No MERBench result files were found."
+    cells = {(r.model, r.split): r for r in best.itertuples(index=False)}
+    rows, means = [], {column: [] for column in _metric_columns()}
+    for model in sorted(best["model"].unique()):
+        n_runs = [int(r.n_runs) for (m, _), r in cells.items() if m == model]
+        row = {"Method": display_name(model, display_names), "Model": model, "Runs": _runs_label(n_runs)}
+        for split in SPLITS:
+            hit = cells.get((model, split))
+            for metric, label in METRIC_LABELS:
+                value = None if hit is None else 100.0 * float(getattr(hit, metric))
+                row[f"{split} {label}"] = MISSING_CELL if value is None else f"{value:.2f}"
+                means[f"{split} {label}"].append(value)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["Method", "Model", "Runs", *_metric_columns()])
+    frame = _bold_best_columns(frame, means)
+    return markdown_table(frame, ["l", "l", "r"] + ["r"] * 8)
+
+
+def comparison_table(
+    summaries: Sequence[Summary],
+    best: pd.DataFrame | None,
+    arms: Mapping[str, Mapping[str, Any]],
+    display_names: Mapping[str, str] | None = None,
+) -> str:
+    """Method comparison: mean ± std over seeds, then the optimistic best-of-runs.
+
+    Args:
+        summaries: ``summary.json`` dicts of one dataset; arms not in ``arms``
+            are left out (and named in a note).
+        best: :func:`prmf.results.select_best` output, or ``None`` to omit
+            the second section's table (a sentence says so).
+        arms: arm name -> arm config; its order is the row order and its
+            ``display_name`` the row label.
+        display_names: model name -> display name for the best-of-runs rows
+            (defaults: :data:`prmf.results.DEFAULT_DISPLAY_NAMES`).
+    """
+    groups = group_by_arm(summaries)
+    table, not_run = _mean_std_section(groups, arms)
+    ignored = sorted(arm for arm in groups if arm not in arms)
+    parts = [
+        "## Method comparison",
+        "",
+        _dataset_line(_dataset_of(summaries)),
+        "",
+        "### Mean ± std over seeds",
+        "",
+        "F1 and ACC in %: mean ± sample standard deviation (ddof=1) over seeds of each arm's "
+        "per-split metric; a single seed shows its value alone. `Seeds`: number of seeds per arm. "
+        "Bold: best mean per column.",
+        "",
+        table,
+    ]
+    if not_run:
+        parts += ["", f"Not run (no summary.json): {_join(not_run)}."]
+    if ignored:
+        parts += ["", f"Not in the arm list, left out: {_join(ignored)}."]
+    parts += [
+        "",
+        "### Best of runs (optimistic)",
+        "",
+        "F1 and ACC in %, selected by the highest ACC on each split (best of N runs, "
+        "N = `Runs`), optimistic: the selection uses the reported split itself. "
+        "Bold: best per column.",
+        "",
+        best_of_runs_table(best, display_names) if best is not None else "No best-of-runs input was given.",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- P-RMF
+
+
+def _samples(runs: Sequence[Summary], split: str) -> str:
+    """Number of samples of a split (first run that states it), else ``—``."""
+    for run in runs:
+        n = run["metrics"].get(split, {}).get("n")
+        if n is not None:
+            return str(int(n))
+    return MISSING_CELL
+
+
+def _folds_label(runs: Sequence[Summary]) -> str:
+    """``"5"``, ``"3/5"`` when the runs differ, ``"?"`` when unknown."""
+    folds = sorted({int(r["n_folds"]) for r in runs if r.get("n_folds") is not None})
+    return "/".join(str(f) for f in folds) if folds else "?"
+
+
+def prmf_best_table(
+    summaries: Sequence[Summary],
+    arm: str = "exp4",
+    display_name: str | None = None,
+) -> str:
+    """The full P-RMF arm per split: F1, ACC (in %) and valence MSE, mean ± std over seeds.
+
+    Args:
+        summaries: ``summary.json`` dicts; only those of ``arm`` are used.
+        arm: the arm to show.
+        display_name: heading name; default the summaries' ``display_name``.
+
+    Raises:
+        ValueError: when no summary belongs to ``arm``.
+    """
+    runs = group_by_arm(summaries).get(arm)
+    if not runs:
+        raise ValueError(f"no summary.json of arm {arm!r}")
+    name = display_name or runs[0].get("display_name") or arm
+    rows = [
+        {
+            "Split": split,
+            "Samples": _samples(runs, split),
+            "F1": format_mean_std(split_values(runs, split, "f1")),
+            "ACC": format_mean_std(split_values(runs, split, "acc")),
+            "Valence MSE": format_mean_std(split_values(runs, split, "val_mse"), scale=1.0, digits=4),
+        }
+        for split in SPLITS
+    ]
+    frame = pd.DataFrame(rows, columns=["Split", "Samples", "F1", "ACC", "Valence MSE"])
+    parts = [
+        f"## {name}",
+        "",
+        f"Arm `{arm}`, dataset `{runs[0]['dataset']}`, {len(runs)} seed(s) × {_folds_label(runs)} folds. "
+        "F1 and ACC in %, valence MSE (lower is better): mean ± sample standard deviation (ddof=1) "
+        "over seeds. `—`: no valence labels in that split.",
+        "",
+        markdown_table(frame, ["l", "r", "r", "r", "r"]),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def sources_table(report: ScanReport) -> str:
+    """Each scanned result folder with its NPZ count, parsed and skipped names, and a total.
+
+    Missing folders are marked ``missing``; skipped names are listed below
+    the table.
+    """
+    missing = set(report.missing_dirs)
+    rows = []
+    for r in report.counts.itertuples(index=False):
+        if r.dir in missing:
+            rows.append({"Folder": f"`{r.dir}`", "Status": "missing", "NPZ files": MISSING_CELL,
+                         "Parsed": MISSING_CELL, "Skipped": MISSING_CELL})
+        else:
+            rows.append({"Folder": f"`{r.dir}`", "Status": "found", "NPZ files": str(int(r.n_npz)),
+                         "Parsed": str(int(r.n_parsed)), "Skipped": str(int(r.n_skipped))})
+    n_dirs = len(report.counts)
+    rows.append({
+        "Folder": "**Total**",
+        "Status": f"{n_dirs - len(missing)} of {n_dirs} found",
+        "NPZ files": str(int(report.counts["n_npz"].sum())),
+        "Parsed": str(int(report.counts["n_parsed"].sum())),
+        "Skipped": str(int(report.counts["n_skipped"].sum())),
+    })
+    frame = pd.DataFrame(rows, columns=["Folder", "Status", "NPZ files", "Parsed", "Skipped"])
+    parts = [
+        "## Result sources",
+        "",
+        "Folders searched recursively for MERBench result files (`*.npz`). "
+        "Skipped: NPZ files whose name is not a MERBench result name.",
+        "",
+        markdown_table(frame, ["l", "l", "r", "r", "r"]),
+        "",
+    ]
+    if report.skipped:
+        parts.append("Skipped files:")
+        parts.append("")
+        parts += [f"- `{directory}`: `{name}`" for directory, name in report.skipped]
+    else:
+        parts.append("No file was skipped.")
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def _tick(value: Any) -> str:
+    if value is None:
+        return MISSING_CELL
+    return "✓" if value else "✗"
+
+
+def _format_hyper(value: Any) -> str:
+    if value is None:
+        return MISSING_CELL
+    if isinstance(value, bool):
+        return _tick(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _hyper(runs: Sequence[Summary], key: str) -> Any:
+    """A hyper-parameter of an arm, read from its lowest seed's summary."""
+    return runs[0].get("hyper", {}).get(key)
+
+
+def _differing_hypers(groups: Mapping[str, list[Summary]], arms: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Hyper columns whose values differ between ``arms``, and ``key=value`` texts of the shared ones."""
+    differing, shared = [], []
+    for key, label in HYPER_COLUMNS:
+        values = [_hyper(groups[arm], key) for arm in arms]
+        if len({repr(v) for v in values}) > 1:
+            differing.append((key, label))
+        elif values:
+            shared.append(f"{label} = {_format_hyper(values[0])}")
+    return differing, shared
+
+
+def _ablation_rows(
+    groups: Mapping[str, list[Summary]], arms: Mapping[str, Mapping[str, Any]], present: Sequence[str],
+    hypers: Sequence[tuple[str, str]],
+) -> pd.DataFrame:
+    """Configuration and mean ± std results of each present ablation arm."""
+    rows = []
+    for arm in present:
+        runs = groups[arm]
+        switches = runs[0].get("switches", {})
+        row = {"Arm": arm, "Method": _arm_label(arm, arms, runs)}
+        row |= {label: _tick(switches.get(key)) for key, label in SWITCH_COLUMNS}
+        row |= {label: _format_hyper(_hyper(runs, key)) for key, label in hypers}
+        row["Seeds"] = str(len(runs))
+        for split in SPLITS:
+            for metric, label in METRIC_LABELS:
+                row[f"{split} {label}"] = format_mean_std(split_values(runs, split, metric))
+        rows.append(row)
+    columns = ["Arm", "Method", *(l for _, l in SWITCH_COLUMNS), *(l for _, l in hypers), "Seeds", *_metric_columns()]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def fold_values(runs: Sequence[Summary], split: str, metric: str) -> dict[tuple[Any, Any], float]:
+    """``(seed, fold) -> per_fold[split][i][metric]`` over the runs of one arm (nulls left out)."""
+    values = {}
+    for run in runs:
+        for entry in run.get("per_fold", {}).get(split, []) or []:
+            value = entry.get(metric)
+            if value is not None:
+                values[(run["seed"], entry["fold"])] = float(value)
+    return values
+
+
+def paired_test(reference: Mapping[Any, float], other: Mapping[Any, float]) -> dict[str, Any]:
+    """Paired comparison over the units present in both mappings.
+
+    Returns:
+        ``n`` (pairs), ``diff`` (mean of reference − other, fraction or
+        ``None`` without pairs), ``p`` (two-sided ``scipy.stats.ttest_rel``
+        p-value or ``None``) and ``why`` (reason ``p`` is ``None``).
+    """
+    units = sorted(set(reference) & set(other), key=repr)
+    ref = np.array([reference[u] for u in units], dtype=float)
+    oth = np.array([other[u] for u in units], dtype=float)
+    result: dict[str, Any] = {"n": len(units), "diff": None, "p": None, "why": None}
+    if units:
+        result["diff"] = float((ref - oth).mean())
+    if len(units) < 2:
+        result["why"] = "< 2 pairs"
+    elif float(np.ptp(ref - oth)) <= ZERO_VARIANCE_TOL:
+        result["why"] = "zero variance"
+    else:
+        result["p"] = float(stats.ttest_rel(ref, oth).pvalue)
+    return result
+
+
+def _format_p(p: float | None, why: str | None) -> str:
+    if p is None:
+        return f"n/a ({why})"
+    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
+def _format_diff(diff: float | None) -> str:
+    return MISSING_CELL if diff is None else f"{100.0 * diff:+.2f}"
+
+
+def _paired_split_table(groups: Mapping[str, list[Summary]], reference: str, others: Sequence[str], split: str) -> str:
+    """Rows ``reference − other`` with n pairs, Δ and p for F1 and ACC on one split."""
+    rows = []
+    for other in others:
+        row = {"Comparison": f"{reference} − {other}"}
+        tests = {
+            label: paired_test(fold_values(groups[reference], split, metric), fold_values(groups[other], split, metric))
+            for metric, label in METRIC_LABELS
+        }
+        row["Pairs"] = "/".join(sorted({str(t["n"]) for t in tests.values()}))
+        for label, test in tests.items():
+            row[f"Δ {label} (pp)"] = _format_diff(test["diff"])
+            row[f"p ({label})"] = _format_p(test["p"], test["why"])
+        rows.append(row)
+    columns = ["Comparison", "Pairs"] + [c for _, l in METRIC_LABELS for c in (f"Δ {l} (pp)", f"p ({l})")]
+    return markdown_table(pd.DataFrame(rows, columns=columns), ["l", "r", "r", "r", "r", "r"])
+
+
+def _paired_section(
+    groups: Mapping[str, list[Summary]], arms: Mapping[str, Mapping[str, Any]], present: Sequence[str], reference: str
+) -> list[str]:
+    """Paired comparisons of ``reference`` against every other present arm, per split."""
+    others = [arm for arm in present if arm != reference]
+    header = [f"### Paired comparison against `{reference}`", ""]
+    if reference not in present:
+        return header + [f"The reference arm `{reference}` has no runs; no paired comparison."]
+    if not others:
+        return header + ["No other ablation arm has runs; no paired comparison."]
+    parts = header + [
+        f"Reference: {_arm_label(reference, arms, groups[reference])}. Paired t-test across seeds × folds "
+        "(n pairs): a pair is one (seed, fold) present in both arms' per-fold results. "
+        "Δ = reference − other, mean over the pairs, in percentage points; "
+        "p: two-sided `scipy.stats.ttest_rel`; n/a with fewer than 2 pairs or when every "
+        "difference is the same (zero variance).",
+    ]
+    for split in SPLITS:
+        parts += ["", f"#### {split}", "", _paired_split_table(groups, reference, others, split)]
+    return parts
+
+
+def ablation_table(
+    summaries: Sequence[Summary],
+    arms: Mapping[str, Mapping[str, Any]],
+    ablation_arms: Sequence[str] = ABLATION_ARMS,
+    reference: str = "exp4",
+) -> str:
+    """Ablation: components, differing hyper-parameters, results, paired tests.
+
+    The first table has one row per ablation arm with runs: ✓/✗ for VAE,
+    proxy attention and modality dropout (``switches``), those of the five
+    hyper-parameters KL / recon / cross-KL weights, τ and warm-up epochs whose
+    values differ between the arms shown (shared values are stated below the
+    table), the number of seeds and mean ± std F1/ACC per split. Then, per
+    split, ``reference`` is compared with every other arm by a paired t-test
+    over (seed, fold) units. Arms without summaries are skipped with a note.
+    """
+    groups = group_by_arm(summaries)
+    present = [arm for arm in ablation_arms if arm in groups]
+    skipped = [arm for arm in ablation_arms if arm not in groups]
+    hypers, shared = _differing_hypers(groups, present)
+    parts = [
+        "## Ablation",
+        "",
+        f"{_dataset_line(_dataset_of([s for a in present for s in groups[a]]))} "
+        f"Arms: {_join(ablation_arms)}; reference `{reference}`.",
+        "",
+        "### Components and results",
+        "",
+        "✓/✗: component on/off. Hyper-parameter columns: only those of KL, recon and cross-KL "
+        "weights, τ and warm-up epochs that differ between the arms shown. F1 and ACC in %: "
+        "mean ± sample standard deviation (ddof=1) over seeds; `Seeds`: number of seeds.",
+        "",
+        markdown_table(
+            _ablation_rows(groups, arms, present, hypers),
+            ["l", "l", "c", "c", "c", *(["r"] * len(hypers)), "r", *(["r"] * 8)],
+        ),
+    ]
+    if shared:
+        parts += ["", f"Shared by all arms shown: {', '.join(shared)}."]
+    if skipped:
+        parts += ["", f"Skipped (no summary.json): {_join(skipped)}."]
+    parts += ["", *_paired_section(groups, arms, present, reference)]
+    return "\n".join(parts) + "\n"

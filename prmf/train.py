@@ -1,0 +1,296 @@
+"""Training of one cross-validation fold (MERBench's protocol, made fast and reproducible).
+
+One fold = train on the fold's training part of the train split, select the
+epoch on its held-out part by ``weighted_f1 - 0.25 * valence_mse`` (F1 alone
+when that part has no valence), stop after ``early_stop`` epochs without
+improvement, restore the best weights, then predict the held-out part and
+test1/test2/test3 once.
+
+Speed: all features live as tensors on the device; a batch is an index into
+them (no Dataset, no collate); evaluation runs under ``torch.inference_mode``;
+test sets are predicted once, with the best weights; Adam uses the fused or
+foreach implementation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from prmf.data.store import FeatureStore
+from prmf.metrics import emotion_metrics, selection_score
+from prmf.models import build_model
+from prmf.losses import VAELossComputer
+
+log = logging.getLogger(__name__)
+EVAL_SPLITS: tuple[str, ...] = ("val", "test1", "test2", "test3")
+
+
+def resolve_device(device: str = "auto", warn: Callable[[str], None] | None = None) -> torch.device:
+    """``auto`` -> the first visible CUDA device, else CPU with a warning.
+
+    Under SLURM the granted GPU is the one in ``CUDA_VISIBLE_DEVICES``, which
+    torch sees as ``cuda:0``.
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        msg = (f"no CUDA device visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
+               "training on CPU")
+        (warn or log.warning)(msg)
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"training.device={device!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+@dataclass
+class TensorSet:
+    """Features of a subset of samples on the device.
+
+    ``xs[m]``: ``[N, D_m]`` (or ``[N, T, D_m]``); ``present``: ``[N, M]`` bool;
+    ``lengths[m]``: ``[N]`` or None; ``labels``: ``[N]`` int64; ``valence``: ``[N]`` (NaN unknown).
+    """
+
+    names: np.ndarray
+    xs: list[torch.Tensor]
+    present: torch.Tensor
+    lengths: list[torch.Tensor | None]
+    labels: torch.Tensor
+    valence: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def batch(self, idx: torch.Tensor) -> tuple:
+        xs = [x[idx] for x in self.xs]
+        lengths = [None if ln is None else ln[idx] for ln in self.lengths]
+        return xs, self.present[idx], lengths, self.labels[idx], self.valence[idx]
+
+
+def tensor_set(store: FeatureStore, rows: np.ndarray, device: torch.device) -> TensorSet:
+    """Select ``rows`` of the store and move them to ``device``."""
+    mods = store.modalities
+    xs = [torch.from_numpy(np.ascontiguousarray(store.features[m][rows])).to(device) for m in mods]
+    present = torch.from_numpy(np.stack([~store.missing[m][rows] for m in mods], axis=1)).to(device)
+    lengths = [torch.from_numpy(store.lengths[m][rows]).to(device) if m in store.lengths else None for m in mods]
+    return TensorSet(
+        names=store.names[rows],
+        xs=xs,
+        present=present,
+        lengths=lengths,
+        labels=torch.from_numpy(store.labels[rows].astype(np.int64)).to(device),
+        valence=torch.from_numpy(store.valence[rows].astype(np.float32)).to(device),
+    )
+
+
+@dataclass
+class Predictions:
+    """Model outputs on one set: logits ``[N, C]``, valence ``[N]``, weights/uncertainty ``[N, M]`` (NaN if none)."""
+
+    names: np.ndarray
+    labels: np.ndarray
+    valence_true: np.ndarray
+    logits: np.ndarray
+    valence: np.ndarray
+    fusion_weights: np.ndarray
+    uncertainty: np.ndarray
+
+    def metrics(self) -> dict:
+        return emotion_metrics(self.logits.argmax(1), self.labels, self.valence, self.valence_true)
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, data: TensorSet, batch_size: int = 1024,
+            present: torch.Tensor | None = None) -> Predictions:
+    """Run ``model`` in eval mode over ``data`` (optionally with an overriding ``present`` mask ``[N, M]``)."""
+    model.eval()
+    n, m = len(data), len(data.xs)
+    logits, val, w, u = [], [], [], []
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size), device=data.labels.device)
+        xs, pres, lengths, _, _ = data.batch(idx)
+        if present is not None:
+            pres = present[idx]
+            xs = [x * pres[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype) for j, x in enumerate(xs)]
+        out = model(xs, pres, lengths)
+        logits.append(out.logits.float().cpu())
+        val.append(out.valence.float().cpu())
+        nan = torch.full((len(idx), m), float("nan"))
+        w.append(out.fusion_weights.float().cpu() if out.fusion_weights is not None else nan)
+        u.append(out.uncertainty.float().cpu() if out.uncertainty is not None else nan)
+    cat = lambda xs_, shape: torch.cat(xs_).numpy() if xs_ else np.zeros(shape, np.float32)  # noqa: E731
+    return Predictions(
+        names=data.names,
+        labels=data.labels.cpu().numpy(),
+        valence_true=data.valence.cpu().numpy(),
+        logits=cat(logits, (0, 0)),
+        valence=cat(val, (0,)),
+        fusion_weights=cat(w, (0, m)),
+        uncertainty=cat(u, (0, m)),
+    )
+
+
+@dataclass
+class FoldResult:
+    """Everything one fold produces."""
+
+    state_dict: dict
+    history: list[dict]
+    best_epoch: int
+    epochs_run: int
+    predictions: dict[str, Predictions]
+    metrics: dict[str, dict]
+    seconds: float
+    device: str
+    extra: dict = field(default_factory=dict)
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """The torch seed of one (seed, fold) job."""
+    return int(seed) * 1000 + int(fold)
+
+
+def train_fold(
+    store: FeatureStore,
+    folds: dict,
+    fold: int,
+    arm: dict,
+    seed: int,
+    device: str = "auto",
+    threads: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> FoldResult:
+    """Train ``arm`` on fold ``fold`` of ``folds`` with ``seed``; see module docstring.
+
+    ``arm`` is the resolved arm dict (``prmf.config.resolve_arm``): epochs,
+    early_stop, lr, weight_decay, batch_size, valence_weight_in_selection and
+    the model switches.
+    """
+    say = progress or (lambda s: log.info(s))
+    t0 = time.perf_counter()
+    torch.set_num_threads(int(threads))
+    dev = resolve_device(device, warn=say)
+    torch.manual_seed(fold_seed(seed, fold))
+    gen = torch.Generator(device="cpu").manual_seed(fold_seed(seed, fold))
+
+    spec = folds["folds"][fold]
+    row_of = {n: i for i, n in enumerate(store.names)}
+    try:
+        tr_rows = np.array([row_of[n] for n in spec["train"]])
+        va_rows = np.array([row_of[n] for n in spec["val"]])
+    except KeyError as e:
+        raise ValueError(f"folds.json names sample {e} that is not in the feature store; "
+                         "the store changed after the folds were made: rerun make_folds") from None
+    train = tensor_set(store, tr_rows, dev)
+    sets = {"val": tensor_set(store, va_rows, dev)}
+    for split in EVAL_SPLITS[1:]:
+        rows = store.indices(split)
+        if len(rows):
+            sets[split] = tensor_set(store, rows, dev)
+
+    dims = list(store.dims().values())
+    frame = list(store.frame_level().values())
+    model = build_model(arm, dims, len(store.class_names), frame_level=frame).to(dev)
+    loss_fn = VAELossComputer.from_arm(arm)
+    opt_kw = dict(lr=float(arm["lr"]), weight_decay=float(arm["weight_decay"]))
+    try:
+        opt = torch.optim.Adam(model.parameters(), fused=True, **opt_kw)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.Adam(model.parameters(), foreach=True, **opt_kw)
+
+    epochs, patience, bs = int(arm["epochs"]), int(arm["early_stop"]), int(arm["batch_size"])
+    vw = float(arm.get("valence_weight_in_selection", 0.25))
+    n = len(train)
+    best_score, best_epoch, best_state, since_best = -float("inf"), -1, None, 0
+    history: list[dict] = []
+    mods = store.modalities
+    for epoch in range(epochs):
+        te = time.perf_counter()
+        model.train()
+        model.set_epoch(epoch, epochs)
+        perm = torch.randperm(n, generator=gen).to(dev)
+        sums: dict[str, float] = {}
+        steps = 0
+        for start in range(0, n, bs):
+            idx = perm[start:start + bs]
+            xs, pres, lengths, y, v = train.batch(idx)
+            out = model(xs, pres, lengths)
+            loss, terms = loss_fn(out, y, v)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, val in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(val)
+            steps += 1
+        val_pred = predict(model, sets["val"])
+        vm = val_pred.metrics()
+        score = selection_score(vm, vw)
+        row = {"epoch": epoch, **{f"train_{k}": s / max(steps, 1) for k, s in sums.items()},
+               "val_f1": vm["f1"], "val_acc": vm["acc"],
+               "val_mse": float("nan") if vm["val_mse"] is None else vm["val_mse"],
+               "val_score": score, "modality_dropout_rate": float(model.modality_dropout_rate)}
+        w = np.nanmean(val_pred.fusion_weights, axis=0) if np.isfinite(val_pred.fusion_weights).any() \
+            else np.full(len(mods), np.nan)
+        row.update({f"weight_{m}": float(w[j]) for j, m in enumerate(mods)})
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, since_best = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+        row["seconds"] = time.perf_counter() - te
+        history.append(row)
+        say(f"epoch {epoch + 1:3d}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
+            f"val f1 {vm['f1']:.4f} acc {vm['acc']:.4f} mse {row['val_mse']:.4f} "
+            f"score {score:.4f}{' *' if improved else ''} p_drop {row['modality_dropout_rate']:.3f} "
+            f"({row['seconds']:.2f}s)")
+        if since_best >= patience:
+            say(f"early stop: no improvement for {patience} epochs (best epoch {best_epoch + 1})")
+            break
+
+    model.load_state_dict(best_state)
+    preds = {split: predict(model, data) for split, data in sets.items()}
+    metrics = {split: p.metrics() for split, p in preds.items()}
+    metrics["val"]["best_epoch"] = best_epoch
+    return FoldResult(
+        state_dict={k: v.detach().cpu() for k, v in best_state.items()},
+        history=history,
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        predictions=preds,
+        metrics=metrics,
+        seconds=time.perf_counter() - t0,
+        device=str(dev),
+    )
+
+
+def save_fold(result: FoldResult, outdir: str | Path, store: FeatureStore, arm: dict, seed: int, fold: int,
+              model_path=None, predictions_path=None, metrics_path=None, history_path=None) -> None:
+    """Write ``model.pt``, ``predictions.npz``, ``metrics.json``, ``history.tsv`` of one fold."""
+    import pandas as pd
+
+    from prmf.predictions import write_predictions
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    model_path = Path(model_path or outdir / "model.pt")
+    torch.save(result.state_dict, model_path)
+    args = {"arm": arm, "seed": seed, "fold": fold, "dataset": store.dataset,
+            "store_hash": store.content_hash, "device": result.device}
+    write_predictions(predictions_path or outdir / "predictions.npz", result.predictions,
+                      store.class_names, store.modalities, args)
+    info = {"arm": arm["arm"], "seed": seed, "fold": fold, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "seconds": round(result.seconds, 3),
+            "device": result.device, "metrics": result.metrics}
+    Path(metrics_path or outdir / "metrics.json").write_text(json.dumps(info, indent=2) + "\n")
+    pd.DataFrame(result.history).to_csv(history_path or outdir / "history.tsv", sep="\t", index=False)
