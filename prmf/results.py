@@ -396,13 +396,13 @@ def markdown_table(frame: pd.DataFrame, align: Sequence[str] | None = None) -> s
     return "\n".join(lines)
 
 
-def _aligned_text(frame: pd.DataFrame) -> str:
-    """Plain-text table with space-padded columns (first column left-aligned)."""
+def _aligned_text(frame: pd.DataFrame, n_left: int = 1) -> str:
+    """Plain-text table with space-padded columns; the first ``n_left`` left-aligned, others right."""
     cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.itertuples(index=False)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(frame.columns))]
 
     def fmt(row: list[str]) -> str:
-        padded = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
+        padded = [cell.ljust(w) if i < n_left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         return "  ".join(padded).rstrip()
 
     lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
@@ -496,7 +496,7 @@ def render_best(
         files = "\n".join(
             f"  {r.Model} {r.Split}: {r.File} (best of {r.Runs})" for r in winners.itertuples(index=False)
         )
-        return f"{_aligned_text(wide)}\n\nwinning files:\n{files}\n"
+        return f"{_aligned_text(wide, n_left=2)}\n\nwinning files:\n{files}\n"
     raise ValueError(f"unknown format {fmt!r}; expected md, tsv or console")
 
 
@@ -566,32 +566,51 @@ def _write_outputs(output: Path, best: pd.DataFrame, display_names: Mapping[str,
     tsv.write_text(render_best(best, "tsv", display_names), encoding="utf-8")
 
 
-def cli_extract_best(args: argparse.Namespace) -> int:
-    """Scan ``args.result_dirs``, select the best runs, write/print the table.
+def extract_best(
+    result_dirs: Sequence[str | Path],
+    output: str | Path | None = None,
+    fmt: Literal["md", "tsv", "console"] | None = "console",
+    display_names: Mapping[str, str] | None = None,
+) -> int:
+    """Scan ``result_dirs``, select the best runs, write and/or print the table.
+
+    Args:
+        result_dirs: folders searched recursively (missing ones are logged).
+        output: Markdown file to write; the TSV goes beside it (suffix ``.tsv``).
+        fmt: what goes to stdout; ``None`` prints nothing.
+        display_names: model name -> display name, over the defaults.
 
     Returns:
         0 on success; 1 when no parseable result file was found (the folders
-        searched are named on stderr); 2 for a bad ``--output`` or
-        ``--display-names``.
+        searched are named on stderr); 2 when ``output`` ends in ``.tsv``.
+        Skipped names are listed on stderr (count, then one per line).
     """
-    if args.output is not None and Path(args.output).suffix == ".tsv":
-        print(f"error: --output {args.output} must not end in .tsv (the TSV is written beside it)", file=sys.stderr)
+    if output is not None and Path(output).suffix == ".tsv":
+        print(f"error: --output {output} must not end in .tsv (the TSV is written beside it)", file=sys.stderr)
         return 2
+    report = scan_result_dirs(result_dirs)  # logs a warning per missing folder
+    _report_skipped(report)
+    if report.records.empty:
+        searched = ", ".join(_unique(result_dirs))
+        print(f"error: no MERBench result file (*.npz) found in: {searched}", file=sys.stderr)
+        return 1
+    best = select_best(report.records)
+    if output is not None:
+        _write_outputs(Path(output), best, display_names)
+    if fmt is not None:
+        sys.stdout.write(render_best(best, fmt, display_names))
+    return 0
+
+
+def cli_extract_best(args: argparse.Namespace) -> int:
+    """``prmf extract-best``: :func:`extract_best` with the parsed options.
+
+    Returns:
+        :func:`extract_best`'s exit status; 2 for an unreadable ``--display-names``.
+    """
     try:
         names = load_display_names(args.display_names) if args.display_names else None
     except (OSError, ValueError) as err:
         print(f"error: --display-names: {err}", file=sys.stderr)
         return 2
-    report = scan_result_dirs(args.result_dirs)
-    for missing in report.missing_dirs:
-        print(f"warning: result folder {missing} does not exist", file=sys.stderr)
-    _report_skipped(report)
-    if report.records.empty:
-        searched = ", ".join(str(d) for d in _unique(args.result_dirs))
-        print(f"error: no MERBench result file (*.npz) found in: {searched}", file=sys.stderr)
-        return 1
-    best = select_best(report.records)
-    if args.output is not None:
-        _write_outputs(Path(args.output), best, names)
-    sys.stdout.write(render_best(best, args.format, names))
-    return 0
+    return extract_best(args.result_dirs, args.output, args.format, names)

@@ -281,7 +281,7 @@ def save_fold(result: FoldResult, outdir: str | Path, store: FeatureStore, arm: 
 
     from prmf.predictions import write_predictions
 
-    outdir = Path(outdir)
+    outdir = Path(outdir) if outdir is not None else Path(model_path).parent
     outdir.mkdir(parents=True, exist_ok=True)
     model_path = Path(model_path or outdir / "model.pt")
     torch.save(result.state_dict, model_path)

@@ -20,8 +20,9 @@ Cluster facts a test can rely on:
 * one node declared with at least :data:`MIN_NODE_CPUS` CPUs and
   :data:`MIN_NODE_MEMORY_MB` MB (``SlurmdParameters=config_overrides``; with
   ``task/none`` and ``proctrack/linuxproc`` nothing enforces them) and
-  :data:`FAKE_GPUS` fake GPUs (``gres/gpu`` without device files) so that jobs
-  submitted with ``--gpus=1`` are scheduled; no CUDA device is really there;
+  :data:`FAKE_GPUS` fake GPUs (``gres/gpu`` backed by ``/dev/null``-like
+  files) so that jobs submitted with ``--gpus=1`` are scheduled and see
+  ``CUDA_VISIBLE_DEVICES``; no CUDA device is really there;
 * no accounting database: ``sacct`` does not work, use
   ``slurm-status-command: squeue`` (``MinJobAge`` is :data:`MIN_JOB_AGE`
   seconds, so finished jobs stay visible to ``squeue`` that long);
@@ -49,6 +50,7 @@ PARTITION = "prmftest"
 MIN_JOB_AGE = 300
 NODE_UP_TIMEOUT = 20.0
 FAKE_GPUS = 2
+_FAKE_GPU_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
 MIN_NODE_CPUS = 8
 MIN_NODE_MEMORY_MB = 32768
 
@@ -247,6 +249,7 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 SlurmdParameters=config_overrides
 ReturnToService=2
+MailProg=/bin/true
 MinJobAge={MIN_JOB_AGE}
 KillWait=5
 GresTypes=gpu
@@ -270,6 +273,8 @@ def start_slurm_cluster(gpus: int = FAKE_GPUS) -> Iterator[SlurmCluster]:
 
     Raises :class:`SlurmStartError` when SLURM cannot be started here.
     """
+    if not 0 <= gpus <= len(_FAKE_GPU_DEVICES):
+        raise ValueError(f"gpus must be 0..{len(_FAKE_GPU_DEVICES)}")
     missing = missing_binaries()
     if missing:
         raise SlurmStartError(
@@ -345,8 +350,11 @@ def start_slurm_cluster(gpus: int = FAKE_GPUS) -> Iterator[SlurmCluster]:
             )
         )
         if gpus:
+            # gres/gpu needs one device file per GPU (Count= alone is reported
+            # as 0 GPUs and the node goes INVAL); any char device will do.
+            files = ",".join(_FAKE_GPU_DEVICES[:gpus])
             (root / "gres.conf").write_text(
-                f"AutoDetect=off\nNodeName={nodename} Name=gpu Count={gpus}\n"
+                f"AutoDetect=off\nNodeName={nodename} Name=gpu File={files}\n"
             )
         env = dict(base_env, SLURM_CONF=str(conf))
         cluster = SlurmCluster(

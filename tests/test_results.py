@@ -332,8 +332,11 @@ def result_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return runs
 
 
-def test_cli_console(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli_extract_best(_parse(["--result-dir", "runs", "--result-dir", "gone"]))
+def test_cli_console(
+    result_tree: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="prmf.results"):
+        rc = cli_extract_best(_parse(["--result-dir", "runs", "--result-dir", "gone"]))
     out, err = capsys.readouterr()
     assert rc == 0
     v2 = "runs/v2/"
@@ -353,8 +356,8 @@ def test_cli_console(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> N
         f"  attention_robust_v2 test3: {v2}"
         f"{_name('test3', 'attention_robust_v2', 0.4901, 0.5123, 1, float('nan'))} (best of 1)\n"
     )
+    assert caplog.messages == ["result folder gone does not exist (or is not a folder); skipped"]
     assert err == (
-        "warning: result folder gone does not exist\n"
         "skipped 1 file(s) whose names are not MERBench results:\n"
         "  runs/base/broken_acc:0.5.npz\n"
     )

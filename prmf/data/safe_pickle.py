@@ -11,8 +11,9 @@ those members ourselves:
 * for an object dtype the rest of the stream is a pickle, which is decoded by
   :class:`RestrictedUnpickler`, whose ``find_class`` admits only numpy's array
   reconstruction machinery, numpy dtypes / scalar types and a handful of plain
-  builtin containers.  Anything else (``os.system``, ``builtins.eval``, a user
-  class, ...) raises :class:`UnsafePickleError` *before* it can be called;
+  builtin containers (plus ``_codecs.encode``, replaced by a latin-1-only stand-in,
+  which protocol-2 pickles from numpy < 1.17 use to spell ``bytes``).  Anything
+  else (``os.system``, ``builtins.eval``, a user class, ...) raises :class:`UnsafePickleError` *before* it can be called;
 * non-object members are read with ``allow_pickle=False``.
 """
 
@@ -70,9 +71,24 @@ _NUMPY_SCALAR_TYPES = {
 _BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray",
              "int", "float", "complex", "bool"}  # fmt: skip
 
+
+def _latin1_encode(obj: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """Stand-in for ``_codecs.encode``: protocol-2 pickles spell ``bytes`` as
+    ``_codecs.encode(text, 'latin1')`` (numpy < 1.17 saved object arrays with
+    protocol 2).  Only that use is admitted: str -> latin-1 bytes."""
+    if not isinstance(obj, str) or encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(
+            f"_codecs.encode is only allowed as encode(str, 'latin1'), got encoding {encoding!r}"
+        )
+    return obj.encode("latin1", errors if errors == "strict" else "strict")
+
+
+_SUBSTITUTES: dict[tuple[str, str], Any] = {("_codecs", "encode"): _latin1_encode}
+
 #: Every ``(module, name)`` pair the restricted unpickler resolves.
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     _NUMPY_MACHINERY
+    | set(_SUBSTITUTES)
     | {("numpy", n) for n in _NUMPY_SCALAR_TYPES}
     | {("builtins", n) for n in _BUILTINS}
     | {("__builtin__", n) for n in _BUILTINS}  # python-2 era pickles
@@ -128,6 +144,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in ALLOWED_GLOBALS:
             raise UnsafePickleError(self.source, self.key, module, name)
+        if (module, name) in _SUBSTITUTES:
+            return _SUBSTITUTES[(module, name)]
         real = _resolve_module(module)
         if real == "builtins":
             return getattr(builtins, name)

@@ -1,0 +1,327 @@
+"""The shipped SLURM profile (workflow/profiles/slurm) against a real one-node SLURM.
+
+Tests marked ``slurm`` start munged/slurmctld/slurmd through the session-scoped
+``slurm_cluster`` fixture (tests/slurm_cluster.py) and skip when SLURM cannot
+be started here (install it with ``bash .ci/install_slurm.sh``). The two
+unmarked tests only parse the profile and need no SLURM.
+
+Run:  .venv/bin/python -m pytest -m slurm tests/test_slurm.py -v
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+
+# "Job 3 has been submitted with SLURM jobid 17 (log: ...)."
+SUBMITTED_RE = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)\b")
+# "SLURM-job '17' failed, SLURM status is: 'FAILED'"
+FAILED_RE = re.compile(r"SLURM-job '(\d+)' failed, SLURM status is: '([A-Z_]+)'")
+# "rule train_fold:" ... "jobid: 3" (Snakemake's job announcement)
+RULE_JOB_RE = re.compile(r"^\s*(?:local)?rule (\w+):\s*$(?:\n\s+.*$)*?\n\s+jobid: (\d+)\s*$", re.M)
+
+RUN_TIMEOUT = 420  # seconds for one snakemake run against the cluster
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def shipped_profile() -> dict:
+    return yaml.safe_load(SHIPPED_PROFILE.read_text())
+
+
+def cluster_profile_for(cluster: SlurmCluster, *, jobs: int = 8) -> dict:
+    """The shipped profile with the site-specific keys pointed at ``cluster``.
+
+    Only what a user edits for their site (partitions, account) and what this
+    accounting-less cluster needs (status command, short first status check,
+    smaller job limit) changes; all resources stay as shipped.
+    """
+    profile = copy.deepcopy(shipped_profile())
+    profile["jobs"] = jobs
+    profile["slurm-status-command"] = "squeue"  # no slurmdbd: sacct fails
+    # keep <= MinJobAge / 3, else the plugin falls back to sacct
+    profile["slurm-init-seconds-before-status-checks"] = max(1, min(5, cluster.min_job_age // 3))
+    profile["slurm-keep-successful-logs"] = True
+    profile["latency-wait"] = 5
+    resources = profile.setdefault("default-resources", {})
+    resources["slurm_partition"] = cluster.partition
+    resources.pop("slurm_account", None)
+    for rule_resources in (profile.get("set-resources") or {}).values():
+        if "slurm_partition" in rule_resources:
+            rule_resources["slurm_partition"] = cluster.partition
+        rule_resources.pop("slurm_account", None)
+    return profile
+
+
+def write_profile(directory: Path, profile: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return directory
+
+
+def snakemake_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.pop("SNAKEMAKE_PROFILE", None)  # a user's global profile must not interfere
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_snakemake_cmd(
+    workdir: Path, *args: str, env: dict[str, str], timeout: float = RUN_TIMEOUT
+) -> subprocess.CompletedProcess:
+    """Run ``python -m snakemake ARGS`` in ``workdir``; kill its process group on timeout."""
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        pytest.fail(f"snakemake {' '.join(args)} timed out after {timeout}s:\n{out[-6000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def submitted_jobs(log: str) -> dict[int, str]:
+    """``{snakemake jobid: slurm jobid}`` from the plugin's submission lines."""
+    return {int(job): slurm for job, slurm in SUBMITTED_RE.findall(log)}
+
+
+def slurm_time(minutes: int) -> str:
+    """SLURM's TimeLimit rendering of ``minutes`` as squeue prints it."""
+    days, rest = divmod(int(minutes), 24 * 60)
+    hours, mins = divmod(rest, 60)
+    clock = f"{hours}:{mins:02d}:00" if hours else f"{mins}:00"
+    return f"{days}-{hours:02d}:{mins:02d}:00" if days else clock
+
+
+def eval_resource(value, attempt: int) -> int:
+    """A profile resource value as Snakemake evaluates it for ``attempt``."""
+    from snakemake.resources import Resources
+
+    res = Resources.parse([f"r={value}"], allow_expressions=True)["r"]
+    if not res.is_evaluable():
+        return res.value
+    return res.evaluate(
+        wildcards={}, input=[], attempt=attempt, threads=1, rulename="x", async_run=None
+    ).value
+
+
+def show(capsys, text: str) -> None:
+    """Print past pytest's capture (wall times belong in the CI log)."""
+    with capsys.disabled():
+        print(f"\n{text}")
+
+
+# --------------------------------------------------------------------------- toy workflow
+
+TOY_SNAKEFILE = textwrap.dedent(
+    r'''
+    # Toy workflow for tests/test_slurm.py: one CPU rule, one GPU rule named like
+    # the pipeline's training rule (so the shipped set-resources apply), one
+    # localrule and one rule that always fails.
+    print(f"PROFILE-SENTINEL leaked={config.get('leaked')}")
+
+    localrules: all, summarize
+
+    JOBINFO = (
+        'jobid=${{SLURM_JOB_ID:-local}} threads={threads} '
+        'gpus=${{CUDA_VISIBLE_DEVICES:-none}} leaked={config[leaked]} '
+        'limits=$(if [ -n "${{SLURM_JOB_ID:-}}" ]; then '
+        'squeue --noheader --jobs=$SLURM_JOB_ID --format="%l|%m"; fi)'
+    )
+    config.setdefault("leaked", "no")
+
+    rule all:
+        input: "out/summary.txt"
+
+    rule cpu_step:
+        output: "out/cpu.txt"
+        shell: "echo " + JOBINFO + " > {output}"
+
+    # fails on its first attempt, succeeds on the retry
+    rule train_fold:
+        input: "out/cpu.txt"
+        output: "out/train.txt"
+        resources: gpu=1
+        shell:
+            "if [ ! -e out/train_attempt1.txt ]; then "
+            "  echo " + JOBINFO + " > out/train_attempt1.txt; exit 1; "
+            "fi; echo " + JOBINFO + " > {output}"
+
+    rule summarize:
+        input: "out/cpu.txt", "out/train.txt"
+        output: "out/summary.txt"
+        shell: "cat {input} > {output}; echo " + JOBINFO + " >> {output}"
+
+    rule broken:
+        output: "out/broken.txt"
+        shell: "echo 'deliberate failure' >&2; exit 3"
+    '''
+)
+
+
+def make_toy_project(root: Path) -> Path:
+    (root / "workflow" / "profiles" / "default").mkdir(parents=True)
+    (root / "workflow" / "Snakefile").write_text(TOY_SNAKEFILE)
+    # a default workflow profile that must NOT be used with --workflow-profile
+    (root / "workflow" / "profiles" / "default" / "config.yaml").write_text(
+        "cores: 1\nresources:\n  gpu: 1\nconfig:\n  leaked: 'yes'\n"
+    )
+    return root
+
+
+def parse_jobinfo(line: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in line.split() if "=" in item)
+
+
+# --------------------------------------------------------------------------- no SLURM needed
+
+
+def test_shipped_profile_keys() -> None:
+    """The shipped profile has what the issue asks for, and its values parse."""
+    profile = shipped_profile()
+    assert profile["executor"] == "slurm"
+    assert isinstance(profile["jobs"], int) and profile["jobs"] > 0
+    assert profile["retries"] >= 1
+    defaults = profile["default-resources"]
+    assert {"slurm_partition", "mem_mb", "runtime"} <= set(defaults)
+    assert "slurm_account" not in defaults  # commented: site specific
+    assert "# slurm_account:" in SHIPPED_PROFILE.read_text()
+    train = profile["set-resources"]["train_fold"]
+    assert train["gpu"] == 1
+    assert train["cpus_per_gpu"] == profile["set-threads"]["train_fold"]
+    # attempt scaling: more time and memory on the retry
+    for key in ("runtime", "mem_mb"):
+        first, second = eval_resource(train[key], 1), eval_resource(train[key], 2)
+        assert second > first > 0, (key, first, second)
+    for key in ("mem_mb", "runtime"):
+        assert eval_resource(defaults[key], 1) > 0
+    # options the plugin sets itself must not be smuggled in via slurm_extra
+    from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
+
+    for resources in [defaults, *profile["set-resources"].values()]:
+        extra = resources.get("slurm_extra", "")
+        for pattern in get_forbidden_slurm_options():
+            assert not re.search(pattern, extra), (pattern, extra)
+
+
+def test_workflow_profile_replaces_default(tmp_path: Path) -> None:
+    """``--workflow-profile X`` replaces workflow/profiles/default (no merging)."""
+    project = make_toy_project(tmp_path)
+    env = snakemake_env()
+    control = run_snakemake_cmd(project, "-n", "all", env=env, timeout=120)
+    assert control.returncode == 0, control.stdout[-4000:]
+    assert "PROFILE-SENTINEL leaked=yes" in control.stdout  # default profile is live
+    res = run_snakemake_cmd(
+        project, "-n", "all", "--workflow-profile", str(SHIPPED_PROFILE.parent), env=env, timeout=120
+    )
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert "PROFILE-SENTINEL leaked=None" in res.stdout, res.stdout[-4000:]
+    assert f"workflow specific profile {SHIPPED_PROFILE.parent}" in res.stdout
+
+
+# --------------------------------------------------------------------------- real SLURM
+
+
+@pytest.mark.slurm
+def test_toy_workflow_through_slurm(slurm_cluster: SlurmCluster, tmp_path: Path, capsys) -> None:
+    """Every non-local job is an sbatch job with the shipped resources; retries scale them."""
+    cluster = slurm_cluster
+    started = time.monotonic()
+    project = make_toy_project(tmp_path / "toy")
+    profile = cluster_profile_for(cluster)
+    profile_dir = write_profile(tmp_path / "profile", profile)
+    env = snakemake_env(cluster.env)
+
+    res = run_snakemake_cmd(project, "--workflow-profile", str(profile_dir), "all", env=env)
+    log = res.stdout
+    assert res.returncode == 0, log[-8000:]
+    assert f"workflow specific profile {profile_dir}" in log
+    assert "PROFILE-SENTINEL leaked=None" in log  # default profile did not leak
+
+    submitted = submitted_jobs(log)
+    # cpu_step once, train_fold twice (failed first attempt + retry); the
+    # localrules all/summarize never go through sbatch
+    assert len(submitted) == 3, log[-8000:]
+    table = cluster.job_table()
+    rules = sorted(table[sid]["comment"] for sid in submitted.values())
+    assert rules == ["rule_cpu_step", "rule_train_fold", "rule_train_fold"], table
+    assert all(table[sid]["name"].startswith("prmf_") for sid in submitted.values())
+
+    cpu = parse_jobinfo((project / "out" / "cpu.txt").read_text())
+    first = parse_jobinfo((project / "out" / "train_attempt1.txt").read_text())
+    retry = parse_jobinfo((project / "out" / "train.txt").read_text())
+    summary_lines = (project / "out" / "summary.txt").read_text().splitlines()
+    local = parse_jobinfo(summary_lines[-1])
+    slurm_ids = set(submitted.values())
+    assert {cpu["jobid"], first["jobid"], retry["jobid"]} == slurm_ids
+    assert local["jobid"] == "local"  # the localrule ran in snakemake's own process
+    assert {cpu["leaked"], first["leaked"], retry["leaked"], local["leaked"]} == {"no"}
+    assert table[first["jobid"]]["state"] == "FAILED"
+    assert table[retry["jobid"]]["state"] == "COMPLETED"
+
+    # the shipped resources reached sbatch: default-resources for cpu_step ...
+    defaults = profile["default-resources"]
+    assert cpu["limits"] == f"{slurm_time(eval_resource(defaults['runtime'], 1))}|{eval_resource(defaults['mem_mb'], 1)}M"
+    assert cpu["gpus"] == "none"
+    # ... and for train_fold: a GPU, threads, and runtime/mem growing with the attempt
+    train = profile["set-resources"]["train_fold"]
+    for info, attempt in ((first, 1), (retry, 2)):
+        expected = f"{slurm_time(eval_resource(train['runtime'], attempt))}|{eval_resource(train['mem_mb'], attempt)}M"
+        assert info["limits"] == expected, (attempt, info)
+        assert info["gpus"] != "none", info  # SLURM set CUDA_VISIBLE_DEVICES
+        assert info["threads"] == str(profile["set-threads"]["train_fold"])
+
+    show(capsys, f"test_toy_workflow_through_slurm: wall time {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.slurm
+def test_failing_job_is_a_failed_slurm_job(slurm_cluster: SlurmCluster, tmp_path: Path, capsys) -> None:
+    cluster = slurm_cluster
+    started = time.monotonic()
+    project = make_toy_project(tmp_path / "toy")
+    profile_dir = write_profile(tmp_path / "profile", cluster_profile_for(cluster))
+    env = snakemake_env(cluster.env)
+
+    res = run_snakemake_cmd(
+        project, "--workflow-profile", str(profile_dir), "--retries", "0", "out/broken.txt", env=env
+    )
+    log = res.stdout
+    assert res.returncode != 0, log[-8000:]
+    submitted = submitted_jobs(log)
+    assert len(submitted) == 1, log[-8000:]
+    (slurm_id,) = submitted.values()
+    assert (slurm_id, "FAILED") in FAILED_RE.findall(log), log[-8000:]
+    assert "Error in rule broken" in log
+    assert cluster.job_table()[slurm_id]["state"] == "FAILED"
+    assert not (project / "out" / "broken.txt").exists()
+    show(capsys, f"test_failing_job_is_a_failed_slurm_job: wall time {time.monotonic() - started:.1f}s")

@@ -1,0 +1,133 @@
+# Report stage: best-of-runs extraction from MERBench-named exports, paper tables.
+#
+# Every table is its own rule with only the inputs it reads, so e.g.
+# `snakemake results/tables/ablation.md` trains only the ablation arms.
+from pathlib import Path
+
+TABLES = "results/tables"
+REFERENCE_ARM = config["tables"]["reference_arm"]
+# ablation arms this study trains; the others are named as skipped in the table
+ABLATION_RUN_ARMS = [a for a in config["tables"]["ablation_arms"] if a in ARMS]
+# our exports first, then the external MERBench result folders of the config
+RESULT_DIRS = [EXPORTS] + list(config["extract"]["result_dirs"])
+
+
+def existing_external_result_dirs(wildcards):
+    """External result folders that exist: inputs, so adding a top-level file reruns.
+
+    Missing folders are not inputs (the job would not start); the scan reports them.
+    """
+    return [d for d in config["extract"]["result_dirs"] if Path(d).is_dir()]
+
+
+def arm_table_params():
+    """Resolved arms (display names, export names) in run order, for table rows."""
+    return {arm: resolve_arm(config, arm) for arm in ARMS}
+
+
+def model_display_names():
+    """Model (export) name -> display name: each run arm's, overridden by config display_names."""
+    names = {p["export_name"]: p["display_name"] for p in arm_table_params().values()}
+    names.update(config["display_names"])
+    return names
+
+
+def run_summaries(arms):
+    """summary.json of the given arms x seeds (none for an empty list)."""
+    return summaries(arms) if arms else []
+
+
+rule extract_best:
+    input:
+        exports=export_dirs(),
+        external=existing_external_result_dirs,
+    output:
+        md=report(f"{TABLES}/best_results.md", category="Tables"),
+        tsv=report(f"{TABLES}/best_results.tsv", category="Tables"),
+    params:
+        result_dirs=RESULT_DIRS,
+        display_names=model_display_names(),
+    log:
+        f"{LOGS}/tables/extract_best.log",
+    script:
+        "../scripts/extract_best.py"
+
+
+rule comparison_table:
+    input:
+        summaries=run_summaries(ARMS),
+        exports=export_dirs(),
+        external=existing_external_result_dirs,
+    output:
+        md=report(f"{TABLES}/comparison.md", category="Tables"),
+    params:
+        table="comparison",
+        arms=arm_table_params(),
+        result_dirs=RESULT_DIRS,
+        display_names=model_display_names(),
+    log:
+        f"{LOGS}/tables/comparison.log",
+    script:
+        "../scripts/make_tables.py"
+
+
+rule prmf_best_table:
+    input:
+        summaries=run_summaries([REFERENCE_ARM] if REFERENCE_ARM in ARMS else []),
+    output:
+        md=report(f"{TABLES}/prmf_best.md", category="Tables"),
+    params:
+        table="prmf_best",
+        arm=REFERENCE_ARM,
+    log:
+        f"{LOGS}/tables/prmf_best.log",
+    script:
+        "../scripts/make_tables.py"
+
+
+rule sources_table:
+    input:
+        exports=export_dirs(),
+        external=existing_external_result_dirs,
+    output:
+        md=report(f"{TABLES}/sources.md", category="Tables"),
+    params:
+        table="sources",
+        result_dirs=RESULT_DIRS,
+    log:
+        f"{LOGS}/tables/sources.log",
+    script:
+        "../scripts/make_tables.py"
+
+
+rule ablation_table:
+    input:
+        summaries=run_summaries(ABLATION_RUN_ARMS),
+    output:
+        md=report(f"{TABLES}/ablation.md", category="Tables"),
+    params:
+        table="ablation",
+        arms=arm_table_params(),
+        ablation_arms=config["tables"]["ablation_arms"],
+        reference=REFERENCE_ARM,
+    log:
+        f"{LOGS}/tables/ablation.log",
+    script:
+        "../scripts/make_tables.py"
+
+
+TABLE_TARGETS = [
+    f"{TABLES}/best_results.md",
+    f"{TABLES}/best_results.tsv",
+    f"{TABLES}/comparison.md",
+    f"{TABLES}/sources.md",
+    f"{TABLES}/ablation.md",
+] + ([f"{TABLES}/prmf_best.md"] if REFERENCE_ARM in ARMS else [])
+
+
+rule tables:
+    input:
+        TABLE_TARGETS,
+
+
+EXTRA_TARGETS.append(TABLE_TARGETS)

@@ -1,0 +1,23 @@
+"""Train one arm x seed x fold and write model, predictions, metrics and history."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from prmf.data.folds import read_folds  # noqa: E402
+from prmf.data.store import read_store  # noqa: E402
+from prmf.train import save_fold, train_fold  # noqa: E402
+
+arm, seed, fold = snakemake.params.arm, int(snakemake.wildcards.seed), int(snakemake.wildcards.fold)
+store = read_store(snakemake.input.store)
+result = train_fold(
+    store,
+    read_folds(snakemake.input.folds),
+    fold,
+    arm,
+    seed,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    progress=lambda line: print(line, file=sys.stderr),
+)
+out = snakemake.output
+save_fold(result, None, store, arm, seed, fold, out.model, out.predictions, out.metrics, out.history)
