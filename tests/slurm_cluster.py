@@ -27,7 +27,9 @@ Cluster facts a test can rely on:
   ``slurm-status-command: squeue`` (``MinJobAge`` is :data:`MIN_JOB_AGE`
   seconds, so finished jobs stay visible to ``squeue`` that long);
 * clients (``sbatch``/``squeue``/... and Snakemake's SLURM plugin) find the
-  cluster through ``SLURM_CONF``: run them with :attr:`SlurmCluster.env`.
+  cluster through ``SLURM_CONF`` and through wrapper scripts first on
+  ``PATH`` that set it (the jobstep plugin drops ``SLURM_CONF`` before its
+  ``srun``): run them with :attr:`SlurmCluster.env`.
 """
 
 from __future__ import annotations
@@ -356,7 +358,26 @@ def start_slurm_cluster(gpus: int = FAKE_GPUS) -> Iterator[SlurmCluster]:
             (root / "gres.conf").write_text(
                 f"AutoDetect=off\nNodeName={nodename} Name=gpu File={files}\n"
             )
-        env = dict(base_env, SLURM_CONF=str(conf))
+        # Client shims: snakemake-executor-plugin-slurm-jobstep strips every
+        # SLURM_* variable (SLURM_CONF too) before it calls `srun` inside the
+        # job, so clients there would look for /etc/slurm/slurm.conf. Rather
+        # than writing a system-wide config, put wrappers that pin SLURM_CONF
+        # first on PATH (PATH is exported into the jobs).
+        shim_dir = root / "bin"
+        shim_dir.mkdir()
+        for client in CLIENTS + ("sacct", "sstat", "salloc"):
+            real = find_binary(client)
+            if real:
+                shim = shim_dir / client
+                shim.write_text(
+                    f'#!/bin/sh\nSLURM_CONF="{conf}" exec "{real}" "$@"\n'
+                )
+                shim.chmod(0o755)
+        env = dict(
+            base_env,
+            SLURM_CONF=str(conf),
+            PATH=f"{shim_dir}{os.pathsep}{base_env.get('PATH', os.defpath)}",
+        )
         cluster = SlurmCluster(
             root=root,
             conf=conf,

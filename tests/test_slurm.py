@@ -110,9 +110,10 @@ def run_snakemake_cmd(
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
-def submitted_jobs(log: str) -> dict[int, str]:
-    """``{snakemake jobid: slurm jobid}`` from the plugin's submission lines."""
-    return {int(job): slurm for job, slurm in SUBMITTED_RE.findall(log)}
+def submitted_jobs(log: str) -> list[tuple[int, str]]:
+    """``[(snakemake jobid, slurm jobid)]`` from the plugin's submission lines
+    (a retried job keeps its Snakemake jobid and gets a new SLURM jobid)."""
+    return [(int(job), slurm) for job, slurm in SUBMITTED_RE.findall(log)]
 
 
 def slurm_time(minutes: int) -> str:
@@ -264,6 +265,7 @@ def test_toy_workflow_through_slurm(slurm_cluster: SlurmCluster, tmp_path: Path,
 
     res = run_snakemake_cmd(project, "--workflow-profile", str(profile_dir), "all", env=env)
     log = res.stdout
+    (tmp_path / "snakemake.log").write_text(log)
     assert res.returncode == 0, log[-8000:]
     assert f"workflow specific profile {profile_dir}" in log
     assert "PROFILE-SENTINEL leaked=None" in log  # default profile did not leak
@@ -273,16 +275,17 @@ def test_toy_workflow_through_slurm(slurm_cluster: SlurmCluster, tmp_path: Path,
     # localrules all/summarize never go through sbatch
     assert len(submitted) == 3, log[-8000:]
     table = cluster.job_table()
-    rules = sorted(table[sid]["comment"] for sid in submitted.values())
+    slurm_ids = {sid for _, sid in submitted}
+    assert len(slurm_ids) == 3
+    rules = sorted(table[sid]["comment"] for sid in slurm_ids)
     assert rules == ["rule_cpu_step", "rule_train_fold", "rule_train_fold"], table
-    assert all(table[sid]["name"].startswith("prmf_") for sid in submitted.values())
+    assert all(table[sid]["name"].startswith("prmf_") for sid in slurm_ids)
 
     cpu = parse_jobinfo((project / "out" / "cpu.txt").read_text())
     first = parse_jobinfo((project / "out" / "train_attempt1.txt").read_text())
     retry = parse_jobinfo((project / "out" / "train.txt").read_text())
     summary_lines = (project / "out" / "summary.txt").read_text().splitlines()
     local = parse_jobinfo(summary_lines[-1])
-    slurm_ids = set(submitted.values())
     assert {cpu["jobid"], first["jobid"], retry["jobid"]} == slurm_ids
     assert local["jobid"] == "local"  # the localrule ran in snakemake's own process
     assert {cpu["leaked"], first["leaked"], retry["leaked"], local["leaked"]} == {"no"}
@@ -319,7 +322,7 @@ def test_failing_job_is_a_failed_slurm_job(slurm_cluster: SlurmCluster, tmp_path
     assert res.returncode != 0, log[-8000:]
     submitted = submitted_jobs(log)
     assert len(submitted) == 1, log[-8000:]
-    (slurm_id,) = submitted.values()
+    ((_, slurm_id),) = submitted
     assert (slurm_id, "FAILED") in FAILED_RE.findall(log), log[-8000:]
     assert "Error in rule broken" in log
     assert cluster.job_table()[slurm_id]["state"] == "FAILED"

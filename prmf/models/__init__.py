@@ -32,6 +32,7 @@ from .baseline import AttentionBaseline
 from .decoders import ModalityDecoder
 from .encoders import (
     GaussianHead,
+    InputDropout,
     LSTMEncoder,
     MLPEncoder,
     VariationalLSTMEncoder,
@@ -59,6 +60,7 @@ __all__ = [
     "AttentionBaseline",
     "AttentionWeightFusion",
     "GaussianHead",
+    "InputDropout",
     "LSTMEncoder",
     "MLPEncoder",
     "MaskedMeanFusion",

@@ -45,8 +45,39 @@ def masked_time_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
     return total / count
 
 
+class InputDropout(nn.Module):
+    """Inverted dropout for wide input features: ``x * (U >= p) / (1 - p)``.
+
+    Same distribution and scaling as ``nn.Dropout(p)`` (identity in eval mode),
+    with the keep-mask drawn by ``torch.rand_like`` from torch's global RNG,
+    which on CPU costs about half of ``nn.Dropout``'s ``bernoulli_`` for
+    ``[32, 5120]`` inputs. ``x`` ``[..., D]`` -> same shape.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``[..., D]`` -> ``[..., D]``."""
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)
+        scale = 1.0 / (1.0 - self.p)
+        keep = torch.rand_like(x).ge_(self.p).mul_(scale)  # 0 or 1/(1-p)
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class MLPEncoder(nn.Module):
     """MERBench's ``MLPEncoder``: input dropout, then three Linear+ReLU layers.
+
+    (:class:`InputDropout` is a faster drop-in for MERBench's ``nn.Dropout``.)
 
     ``x`` ``[B, D]`` -> ``h`` ``[B, H]`` (``H = hidden_dim``).
     """
@@ -54,7 +85,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Dropout(dropout),
+            InputDropout(dropout),
             nn.Linear(input_dim, hidden_dim),
             nn.ReLU(),
             nn.Linear(hidden_dim, hidden_dim),
@@ -78,7 +109,7 @@ class LSTMEncoder(nn.Module):
 
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = InputDropout(dropout)
         self.lstm = nn.LSTM(input_dim, hidden_dim, num_layers=1, batch_first=True)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -134,7 +165,7 @@ class VariationalMLPEncoder(nn.Module):
 
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = InputDropout(dropout)
         self.head = GaussianHead(input_dim, hidden_dim)
 
     def forward(

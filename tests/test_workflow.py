@@ -1,0 +1,198 @@
+"""End-to-end Snakemake runs of the data and training stages on a tiny study in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from e2e_helpers import jobs_run, make_tiny_project, read_config, run_snakemake, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def _wildcard_jobs(proc, rule: str) -> list[str]:
+    """'arm=..., seed=..., fold=...' of every planned job of ``rule`` in a dry run's output."""
+    text = proc.stdout + proc.stderr
+    out = []
+    for block in re.split(r"\n(?=\[|rule |localrule )", text):
+        if re.search(rf"^\s*(local)?rule {rule}:", block, re.M):
+            m = re.search(r"wildcards: (.*)", block)
+            out.append(m.group(1).strip() if m else "")
+    return out
+
+
+# ---------------------------------------------------------------- data stage
+@pytest.fixture(scope="module")
+def data_project(tmp_path_factory):
+    project = make_tiny_project(tmp_path_factory.mktemp("data"))
+    run_snakemake(project, "results/data/tiny/folds.json")
+    return project
+
+
+def test_data_stage_outputs(data_project):
+    d = data_project / "results" / "data" / "tiny"
+    assert (d / "features.h5").stat().st_size > 10_000
+    report = json.loads((d / "validation.json").read_text())
+    assert report["ok"] is True
+    assert report["summary"]["split_sizes"] == {"train": 169, "test1": 21, "test2": 21, "test3": 42}
+    folds = json.loads((d / "folds.json").read_text())
+    assert folds["n_folds"] == 2 and len(folds["folds"]) == 2
+    for name in ("prepare_dataset", "validate_features", "make_folds"):
+        assert (data_project / "results" / "logs" / "tiny" / f"{name}.log").exists()
+
+
+def test_data_stage_rerun_does_nothing(data_project):
+    proc = run_snakemake(data_project, "results/data/tiny/folds.json")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_editing_a_data_parameter_reruns_data_stage(data_project):
+    cfg = read_config(data_project)
+    cfg["dataset"]["synthetic"]["seed"] = 7
+    write_config(data_project, cfg)
+    try:
+        proc = run_snakemake(data_project, "-n", "results/data/tiny/folds.json")
+        assert jobs_run(proc) == {"prepare_dataset": 1, "validate_features": 1, "make_folds": 1}
+        cfg["dataset"]["synthetic"]["seed"] = 0
+        cfg["cv"]["split_seed"] = 3  # a folds-only parameter reruns make_folds alone
+        write_config(data_project, cfg)
+        proc = run_snakemake(data_project, "-n", "results/data/tiny/folds.json")
+        assert jobs_run(proc) == {"make_folds": 1}
+    finally:
+        cfg["cv"]["split_seed"] = 0
+        write_config(data_project, cfg)
+
+
+def test_dag_renders_with_dot(data_project):
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz 'dot' not installed (CI installs it)")
+    dag = subprocess.run(["python", "-m", "snakemake", "--dag"], cwd=data_project, capture_output=True,
+                         text=True, check=True)
+    assert dag.stdout.lstrip().startswith("digraph")
+    svg = subprocess.run(["dot", "-Tsvg"], input=dag.stdout, capture_output=True, text=True, check=True)
+    assert "<svg" in svg.stdout and "train_fold" in svg.stdout
+
+
+def test_misspelled_config_key_fails_naming_it(tmp_path):
+    project = make_tiny_project(tmp_path, training={"epoch": 3})
+    proc = run_snakemake(project, "-n", check=False)
+    assert proc.returncode != 0
+    assert "'epoch' was unexpected" in proc.stderr + proc.stdout
+
+
+def test_unknown_arm_field_fails_naming_it(tmp_path):
+    project = make_tiny_project(tmp_path, arms={"exp4": {"use_vea": True}})
+    proc = run_snakemake(project, "-n", check=False)
+    assert proc.returncode != 0
+    assert "use_vea" in proc.stderr + proc.stdout
+
+
+def test_bad_store_stops_before_training(tmp_path):
+    """A fatal validation finding fails validate_features; no fold is trained."""
+    project = make_tiny_project(tmp_path)
+    run_snakemake(project, "results/data/tiny/features.h5")
+    from prmf.data.store import read_store, write_store
+
+    path = project / "results/data/tiny/features.h5"
+    store = read_store(path)
+    store.features["video"][4, 1] = np.nan
+    write_store(path, store)
+    proc = run_snakemake(project, check=False)
+    assert proc.returncode != 0
+    log = (project / "results/logs/tiny/validate_features.log").read_text()
+    assert "video" in log and str(store.names[4]) in log and "NaN" in log
+    assert not list((project / "results").rglob("model.pt"))
+    assert not (project / "results/data/tiny/validation.json").exists()
+
+
+# ---------------------------------------------------------------- training stage
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    project = make_tiny_project(tmp_path_factory.mktemp("study"))
+    proc = run_snakemake(project)
+    return project, proc
+
+
+def test_study_runs_every_job(study):
+    project, proc = study
+    counts = jobs_run(proc)
+    assert counts["train_fold"] == 4  # 2 arms x 1 seed x 2 folds
+    assert counts["aggregate_run"] == 2
+
+
+@pytest.mark.parametrize("arm", ["baseline", "exp4"])
+def test_fold_outputs(study, arm):
+    project, _ = study
+    run = project / "results/runs/tiny" / arm / "seed0"
+    for fold in (0, 1):
+        d = run / f"fold{fold}"
+        state = torch.load(d / "model.pt", weights_only=True)
+        assert isinstance(state, dict) and state
+        with np.load(d / "predictions.npz", allow_pickle=False) as z:
+            assert set(z["splits"]) == {"val", "test1", "test2", "test3"}
+            assert z["val_logits"].shape[1] == 6
+            assert z["test1_probs"].shape == (21, 6)
+            np.testing.assert_allclose(z["test1_probs"].sum(1), 1, rtol=1e-5)
+            assert np.isnan(z["test3_valence_true"]).all()
+            args = json.loads(str(z["args_json"]))
+            assert args["arm"]["arm"] == arm and args["fold"] == fold
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert metrics["metrics"]["test3"]["val_mse"] is None
+        assert metrics["metrics"]["test1"]["val_mse"] is not None
+        history = (d / "history.tsv").read_text().splitlines()
+        assert history[0].startswith("epoch\t") and len(history) == 3  # header + 2 epochs
+        assert (project / f"results/logs/tiny/train/{arm}/seed0/fold{fold}.log").read_text().count("epoch") >= 2
+        assert (project / f"results/benchmarks/tiny/train/{arm}/seed0/fold{fold}.tsv").exists()
+
+
+def test_summary_and_exports(study):
+    project, _ = study
+    summary = json.loads((project / "results/runs/tiny/exp4/seed0/summary.json").read_text())
+    assert summary["export_name"] == "attention_robust_v2"
+    assert set(summary["metrics"]) == {"cv", "test1", "test2", "test3"}
+    assert summary["metrics"]["test3"]["val_mse"] is None
+    folds = summary["per_fold"]["cv"]
+    assert summary["metrics"]["cv"]["acc"] == pytest.approx(np.mean([f["acc"] for f in folds]))
+    exports = sorted((project / "results/exports/tiny/exp4/seed0").glob("*.npz"))
+    assert len(exports) == 4
+    names = [p.name for p in exports]
+    assert all("_features:synthetic-audio-UTT+synthetic-text-UTT+synthetic-video-UTT_dataset:tiny_model:"
+               "attention_robust_v2+utt+None_f1:" in n for n in names)
+    assert any(n.startswith("test3_") and "_val:nan_" in n for n in names)
+    # the test export holds the fold-ensemble: mean of the fold logits
+    with np.load(next(p for p in exports if p.name.startswith("test1_")), allow_pickle=False) as z:
+        logits = z["logits"]
+    fold_logits = []
+    for fold in (0, 1):
+        with np.load(project / f"results/runs/tiny/exp4/seed0/fold{fold}/predictions.npz", allow_pickle=False) as z:
+            fold_logits.append(z["test1_logits"])
+    np.testing.assert_allclose(logits, np.mean(fold_logits, axis=0), rtol=1e-5)
+
+
+def test_rerun_does_nothing(study):
+    project, _ = study
+    proc = run_snakemake(project)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_editing_one_arm_reruns_only_that_arm(study):
+    project, _ = study
+    cfg = read_config(project)
+    cfg["arms"]["exp4"]["tau"] = 0.5
+    write_config(project, cfg)
+    try:
+        proc = run_snakemake(project, "-n")
+        trains = _wildcard_jobs(proc, "train_fold")
+        assert len(trains) == 2 and all("arm=exp4" in w for w in trains), trains
+        aggs = _wildcard_jobs(proc, "aggregate_run")
+        assert aggs and all("arm=exp4" in w for w in aggs)
+        assert not any("arm=baseline" in w for w in _wildcard_jobs(proc, "evaluate_robustness"))
+    finally:
+        cfg["arms"]["exp4"]["tau"] = 0.8
+        write_config(project, cfg)
