@@ -140,6 +140,37 @@ def predict(model: torch.nn.Module, data: TensorSet, batch_size: int = 1024,
     )
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam with weight decay, fused kernel where the build has one, else the foreach variant."""
+    kw = dict(lr=float(lr), weight_decay=float(weight_decay))
+    try:
+        return torch.optim.Adam(model.parameters(), fused=True, **kw)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), foreach=True, **kw)
+
+
+def train_epoch(model: torch.nn.Module, loss_fn: Callable, opt: torch.optim.Optimizer, train: TensorSet,
+                batch_size: int, gen: torch.Generator) -> tuple[dict[str, float], int]:
+    """One pass over ``train`` in a random order drawn from ``gen``; returns (summed loss terms, steps)."""
+    model.train()
+    n = len(train)
+    perm = torch.randperm(n, generator=gen).to(train.labels.device)
+    sums: dict[str, float] = {}
+    steps = 0
+    for start in range(0, n, batch_size):
+        idx = perm[start:start + batch_size]
+        xs, pres, lengths, y, v = train.batch(idx)
+        out = model(xs, pres, lengths)
+        loss, terms = loss_fn(out, y, v)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, val in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(val)
+        steps += 1
+    return sums, steps
+
+
 @dataclass
 class FoldResult:
     """Everything one fold produces."""
@@ -202,36 +233,17 @@ def train_fold(
     frame = list(store.frame_level().values())
     model = build_model(arm, dims, len(store.class_names), frame_level=frame).to(dev)
     loss_fn = VAELossComputer.from_arm(arm)
-    opt_kw = dict(lr=float(arm["lr"]), weight_decay=float(arm["weight_decay"]))
-    try:
-        opt = torch.optim.Adam(model.parameters(), fused=True, **opt_kw)
-    except (RuntimeError, TypeError):
-        opt = torch.optim.Adam(model.parameters(), foreach=True, **opt_kw)
+    opt = make_optimizer(model, arm["lr"], arm["weight_decay"])
 
     epochs, patience, bs = int(arm["epochs"]), int(arm["early_stop"]), int(arm["batch_size"])
     vw = float(arm.get("valence_weight_in_selection", 0.25))
-    n = len(train)
     best_score, best_epoch, best_state, since_best = -float("inf"), -1, None, 0
     history: list[dict] = []
     mods = store.modalities
     for epoch in range(epochs):
         te = time.perf_counter()
-        model.train()
         model.set_epoch(epoch, epochs)
-        perm = torch.randperm(n, generator=gen).to(dev)
-        sums: dict[str, float] = {}
-        steps = 0
-        for start in range(0, n, bs):
-            idx = perm[start:start + bs]
-            xs, pres, lengths, y, v = train.batch(idx)
-            out = model(xs, pres, lengths)
-            loss, terms = loss_fn(out, y, v)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, val in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(val)
-            steps += 1
+        sums, steps = train_epoch(model, loss_fn, opt, train, bs, gen)
         val_pred = predict(model, sets["val"])
         vm = val_pred.metrics()
         score = selection_score(vm, vw)

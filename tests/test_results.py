@@ -17,6 +17,7 @@ from prmf.results import (
     add_extract_best_arguments,
     cli_extract_best,
     display_name,
+    extract_best,
     format_result_name,
     markdown_table,
     parse_result_name,
@@ -409,3 +410,17 @@ def test_cli_rejects_tsv_output(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_cli_requires_result_dir() -> None:
     with pytest.raises(SystemExit):
         _parse([])
+
+
+def test_extract_best_quiet_with_mapping(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = extract_best(["runs"], "out/best.md", fmt=None, display_names={"attention": "Base"})
+    out, _ = capsys.readouterr()
+    assert rc == 0 and out == ""
+    assert "| Base | attention | 70.10 | 71.02 |" in Path("out/best.md").read_text(encoding="utf-8")
+    assert Path("out/best.tsv").read_text(encoding="utf-8").splitlines()[1].startswith("Base\tattention\t70.10\t")
+
+
+def test_cli_bad_display_names_file(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Path("names.yaml").write_text("- a\n- b\n", encoding="utf-8")
+    assert cli_extract_best(_parse(["--result-dir", "runs", "--display-names", "names.yaml"])) == 2
+    assert "expected a mapping" in capsys.readouterr().err

@@ -44,11 +44,11 @@ rule extract_best:
     output:
         md=report(f"{TABLES}/best_results.md", category="Tables"),
         tsv=report(f"{TABLES}/best_results.tsv", category="Tables"),
+    log:
+        f"{LOGS}/tables/extract_best.log",
     params:
         result_dirs=RESULT_DIRS,
         display_names=model_display_names(),
-    log:
-        f"{LOGS}/tables/extract_best.log",
     script:
         "../scripts/extract_best.py"
 
@@ -60,13 +60,13 @@ rule comparison_table:
         external=existing_external_result_dirs,
     output:
         md=report(f"{TABLES}/comparison.md", category="Tables"),
+    log:
+        f"{LOGS}/tables/comparison.log",
     params:
         table="comparison",
         arms=arm_table_params(),
         result_dirs=RESULT_DIRS,
         display_names=model_display_names(),
-    log:
-        f"{LOGS}/tables/comparison.log",
     script:
         "../scripts/make_tables.py"
 
@@ -76,11 +76,11 @@ rule prmf_best_table:
         summaries=run_summaries([REFERENCE_ARM] if REFERENCE_ARM in ARMS else []),
     output:
         md=report(f"{TABLES}/prmf_best.md", category="Tables"),
+    log:
+        f"{LOGS}/tables/prmf_best.log",
     params:
         table="prmf_best",
         arm=REFERENCE_ARM,
-    log:
-        f"{LOGS}/tables/prmf_best.log",
     script:
         "../scripts/make_tables.py"
 
@@ -91,11 +91,11 @@ rule sources_table:
         external=existing_external_result_dirs,
     output:
         md=report(f"{TABLES}/sources.md", category="Tables"),
+    log:
+        f"{LOGS}/tables/sources.log",
     params:
         table="sources",
         result_dirs=RESULT_DIRS,
-    log:
-        f"{LOGS}/tables/sources.log",
     script:
         "../scripts/make_tables.py"
 
@@ -105,13 +105,13 @@ rule ablation_table:
         summaries=run_summaries(ABLATION_RUN_ARMS),
     output:
         md=report(f"{TABLES}/ablation.md", category="Tables"),
+    log:
+        f"{LOGS}/tables/ablation.log",
     params:
         table="ablation",
         arms=arm_table_params(),
         ablation_arms=config["tables"]["ablation_arms"],
         reference=REFERENCE_ARM,
-    log:
-        f"{LOGS}/tables/ablation.log",
     script:
         "../scripts/make_tables.py"
 

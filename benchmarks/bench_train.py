@@ -1,0 +1,105 @@
+"""Seconds per training epoch and peak memory at MER2023's real shape.
+
+Random features of MER2023's shape (3373 train samples, 4/5 used per fold;
+dims 1024 / 5120 / 768; hidden 128; batch 32) go through ``prmf.train``'s own
+epoch loop for the attention baseline and the full P-RMF arm (Exp4), on CPU
+(``--threads``, default 2) and on CUDA when present. Each (arm, device) runs in
+a fresh subprocess so peak RSS is its own. Prints one Markdown table.
+
+    python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--devices cpu,cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ARMS = {
+    "baseline": {"model": "attention"},
+    "exp4": {"model": "prmf", "use_vae": True, "use_proxy_attention": True, "use_modality_dropout": True,
+             "kl_weight": 0.005, "recon_weight": 0.15, "cross_kl_weight": 0.01, "tau": 0.8, "warmup_epochs": 0},
+}
+COMMON = {"hidden_dim": 128, "dropout": 0.4, "num_attention_heads": 4, "modality_dropout_max": 0.5,
+          "lr": 3e-4, "weight_decay": 1e-4, "batch_size": 32}
+DIMS = (1024, 5120, 768)
+N_TRAIN = 3373 * 4 // 5
+
+
+def worker(arm: str, device: str, epochs: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    from prmf.losses import VAELossComputer
+    from prmf.models import build_model
+    from prmf.train import TensorSet, make_optimizer, predict, train_epoch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    rng = np.random.default_rng(0)
+    xs = [torch.from_numpy(rng.standard_normal((N_TRAIN, d), dtype=np.float32)).to(dev) for d in DIMS]
+    data = TensorSet(names=np.arange(N_TRAIN).astype(str), xs=xs,
+                     present=torch.ones(N_TRAIN, 3, dtype=torch.bool, device=dev), lengths=[None] * 3,
+                     labels=torch.from_numpy(rng.integers(0, 6, N_TRAIN)).to(dev),
+                     valence=torch.from_numpy(rng.uniform(-5, 5, N_TRAIN).astype(np.float32)).to(dev))
+    params = {**COMMON, **ARMS[arm]}
+    model = build_model(params, list(DIMS), 6).to(dev)
+    loss_fn = VAELossComputer.from_arm(params)
+    opt = make_optimizer(model, params["lr"], params["weight_decay"])
+    gen = torch.Generator().manual_seed(0)
+    times, eval_times = [], []
+    for e in range(epochs + 1):  # first epoch is warm-up
+        model.set_epoch(e, 150)
+        t = time.perf_counter()
+        train_epoch(model, loss_fn, opt, data, params["batch_size"], gen)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        predict(model, data)  # eval pass over the same number of samples (a fold's val is 1/4 of this)
+        eval_times.append(time.perf_counter() - t)
+    return {"arm": arm, "device": device, "threads": threads,
+            "train_s_per_epoch": statistics.median(times[1:]),
+            "eval_s_per_pass": statistics.median(eval_times[1:]),
+            "steps_per_epoch": -(-N_TRAIN // params["batch_size"]),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--devices", default="cpu,cuda")
+    p.add_argument("--arms", default="baseline,exp4")
+    p.add_argument("--worker", nargs=2, metavar=("ARM", "DEVICE"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a.worker[0], a.worker[1], a.epochs, a.threads)))
+        return
+    import torch
+
+    devices = [d for d in a.devices.split(",") if d == "cpu" or torch.cuda.is_available()]
+    rows = []
+    for device in devices:
+        for arm in a.arms.split(","):
+            out = subprocess.run([sys.executable, __file__, "--worker", arm, device, "--epochs", str(a.epochs),
+                                  "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    name = torch.cuda.get_device_name(0) if "cuda" in devices else ""
+    print(f"torch {torch.__version__}, {a.threads} CPU threads{', GPU ' + name if name else ''}; "
+          f"MER2023 shape: {N_TRAIN} train samples/fold, dims {DIMS}, hidden 128, batch 32; median of {a.epochs} epochs\n")
+    print("| arm | device | steps/epoch | train s/epoch | ms/step | eval s/pass (2698 samples) | peak RSS MiB |")
+    print("|---|---|--:|--:|--:|--:|--:|")
+    for r in rows:
+        print(f"| {r['arm']} | {r['device']} | {r['steps_per_epoch']} | {r['train_s_per_epoch']:.3f} | "
+              f"{1000 * r['train_s_per_epoch'] / r['steps_per_epoch']:.2f} | {r['eval_s_per_pass']:.3f} | "
+              f"{r['peak_rss_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
