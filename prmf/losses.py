@@ -70,8 +70,16 @@ def gaussian_kl(mu_p: Tensor, logvar_p: Tensor, mu_q: Tensor, logvar_q: Tensor) 
 
 
 def symmetric_gaussian_kl(mu_p: Tensor, logvar_p: Tensor, mu_q: Tensor, logvar_q: Tensor) -> Tensor:
-    """``0.5 * (KL(p||q) + KL(q||p))`` summed over the last dim (nats)."""
-    return 0.5 * (gaussian_kl(mu_p, logvar_p, mu_q, logvar_q) + gaussian_kl(mu_q, logvar_q, mu_p, logvar_p))
+    """``0.5 * (KL(p||q) + KL(q||p))`` summed over the last dim (nats).
+
+    The log-variance terms cancel, leaving
+    ``0.25 * sum((var_p + d**2) / var_q + (var_q + d**2) / var_p - 2)`` with
+    ``d = mu_p - mu_q``.
+    """
+    d2 = (mu_p - mu_q).square()
+    return 0.25 * (
+        (logvar_p.exp() + d2) * torch.exp(-logvar_q) + (logvar_q.exp() + d2) * torch.exp(-logvar_p) - 2.0
+    ).sum(dim=-1)
 
 
 class VAELossComputer:
@@ -109,10 +117,12 @@ class VAELossComputer:
             self._pairs[key] = torch.triu_indices(num_modalities, num_modalities, offset=1, device=device)
         return self._pairs[key]
 
-    def kl_term(self, mus: list[Tensor], logvars: list[Tensor], present: Tensor) -> Tensor:
-        """Mean KL to ``N(0, I)`` over present (sample, modality) entries (scalar)."""
-        kl = kl_to_standard_normal(torch.stack(mus, dim=1), torch.stack(logvars, dim=1))  # [B, M]
-        return _masked_mean(kl, present)
+    def kl_term(self, mu: Tensor, logvar: Tensor, present: Tensor) -> Tensor:
+        """Mean KL to ``N(0, I)`` over present (sample, modality) entries (scalar).
+
+        ``mu``, ``logvar`` ``[B, M, H]``, ``present`` ``[B, M]``.
+        """
+        return _masked_mean(kl_to_standard_normal(mu, logvar), present)
 
     def recon_term(self, recons: list[Tensor], targets: list[Tensor], present: Tensor) -> Tensor:
         """Mean per-dimension squared error over present (sample, modality) entries (scalar)."""
@@ -121,9 +131,11 @@ class VAELossComputer:
         )  # [B, M]
         return _masked_mean(err, present)
 
-    def cross_kl_term(self, mus: list[Tensor], logvars: list[Tensor], present: Tensor) -> Tensor:
-        """Mean symmetric KL over (sample, pair) entries with both modalities present (scalar)."""
-        mu, logvar = torch.stack(mus, dim=1), torch.stack(logvars, dim=1)  # [B, M, H]
+    def cross_kl_term(self, mu: Tensor, logvar: Tensor, present: Tensor) -> Tensor:
+        """Mean symmetric KL over (sample, pair) entries with both modalities present (scalar).
+
+        ``mu``, ``logvar`` ``[B, M, H]``, ``present`` ``[B, M]``.
+        """
         if mu.shape[1] < 2:
             return mu.new_zeros(())
         i, j = self._pair_index(mu.shape[1], mu.device)
@@ -138,8 +150,9 @@ class VAELossComputer:
         zero = ce.new_zeros(())
         kl = recon = cross_kl = zero
         if out.mus is not None and out.logvars is not None:
-            kl = self.kl_term(out.mus, out.logvars, out.present)
-            cross_kl = self.cross_kl_term(out.mus, out.logvars, out.present)
+            mu, logvar = torch.stack(out.mus, dim=1), torch.stack(out.logvars, dim=1)  # [B, M, H]
+            kl = self.kl_term(mu, logvar, out.present)
+            cross_kl = self.cross_kl_term(mu, logvar, out.present)
             total = total + self.kl_weight * kl + self.cross_kl_weight * cross_kl
         if out.recons is not None and out.targets is not None:
             recon = self.recon_term(out.recons, out.targets, out.present)

@@ -11,6 +11,7 @@ Run:  .venv/bin/python -m pytest -m slurm tests/test_slurm.py -v
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import signal
@@ -25,6 +26,12 @@ import yaml
 
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
 
+try:  # the pipeline's tiny-study helpers (tests/e2e_helpers.py)
+    from e2e_helpers import jobs_run, make_tiny_project, read_config, run_snakemake, write_config
+except ImportError as _err:  # pragma: no cover - only while the helpers are missing
+    make_tiny_project = None
+    _E2E_IMPORT_ERROR = str(_err)
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 
@@ -32,8 +39,9 @@ SHIPPED_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 SUBMITTED_RE = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)\b")
 # "SLURM-job '17' failed, SLURM status is: 'FAILED'"
 FAILED_RE = re.compile(r"SLURM-job '(\d+)' failed, SLURM status is: '([A-Z_]+)'")
-# "rule train_fold:" ... "jobid: 3" (Snakemake's job announcement)
-RULE_JOB_RE = re.compile(r"^\s*(?:local)?rule (\w+):\s*$(?:\n\s+.*$)*?\n\s+jobid: (\d+)\s*$", re.M)
+# "rule train_fold:" / "localrule all:" headers of Snakemake's job announcements
+RULE_HEADER_RE = re.compile(r"^(local)?rule (\w+):\s*$")
+JOBID_RE = re.compile(r"^\s+jobid: (\d+)\s*$")
 
 RUN_TIMEOUT = 420  # seconds for one snakemake run against the cluster
 
@@ -116,6 +124,28 @@ def submitted_jobs(log: str) -> list[tuple[int, str]]:
     return [(int(job), slurm) for job, slurm in SUBMITTED_RE.findall(log)]
 
 
+def announced_jobs(log: str) -> list[tuple[str, int, bool]]:
+    """``[(rule, snakemake jobid, is_local)]`` of every job Snakemake started.
+
+    Snakemake announces a job run by itself as ``localrule NAME:`` and one
+    handed to the executor (here: sbatch) as ``rule NAME:``.
+    """
+    jobs = []
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        header = RULE_HEADER_RE.match(line)
+        if not header:
+            continue
+        for follow in lines[i + 1 : i + 40]:
+            if not follow.startswith((" ", "\t")):
+                break
+            m = JOBID_RE.match(follow)
+            if m:
+                jobs.append((header.group(2), int(m.group(1)), header.group(1) is not None))
+                break
+    return jobs
+
+
 def slurm_time(minutes: int) -> str:
     """SLURM's TimeLimit rendering of ``minutes`` as squeue prints it."""
     days, rest = divmod(int(minutes), 24 * 60)
@@ -157,7 +187,7 @@ TOY_SNAKEFILE = textwrap.dedent(
         'jobid=${{SLURM_JOB_ID:-local}} threads={threads} '
         'gpus=${{CUDA_VISIBLE_DEVICES:-none}} leaked={config[leaked]} '
         'limits=$(if [ -n "${{SLURM_JOB_ID:-}}" ]; then '
-        'squeue --noheader --jobs=$SLURM_JOB_ID --format="%l|%m"; fi)'
+        'squeue --noheader --jobs=$SLURM_JOB_ID --format="%l|%m|%C"; fi)'
     )
     config.setdefault("leaked", "no")
 
@@ -274,6 +304,11 @@ def test_toy_workflow_through_slurm(slurm_cluster: SlurmCluster, tmp_path: Path,
     # cpu_step once, train_fold twice (failed first attempt + retry); the
     # localrules all/summarize never go through sbatch
     assert len(submitted) == 3, log[-8000:]
+    announced = announced_jobs(log)
+    assert {(rule, local) for rule, _, local in announced} == {
+        ("cpu_step", False), ("train_fold", False), ("summarize", True), ("all", True)
+    }
+    assert {job for job, _ in submitted} == {job for _, job, local in announced if not local}
     table = cluster.job_table()
     slurm_ids = {sid for _, sid in submitted}
     assert len(slurm_ids) == 3
@@ -294,15 +329,24 @@ def test_toy_workflow_through_slurm(slurm_cluster: SlurmCluster, tmp_path: Path,
 
     # the shipped resources reached sbatch: default-resources for cpu_step ...
     defaults = profile["default-resources"]
-    assert cpu["limits"] == f"{slurm_time(eval_resource(defaults['runtime'], 1))}|{eval_resource(defaults['mem_mb'], 1)}M"
+    assert cpu["limits"] == (
+        f"{slurm_time(eval_resource(defaults['runtime'], 1))}|{eval_resource(defaults['mem_mb'], 1)}M|1"
+    )
     assert cpu["gpus"] == "none"
     # ... and for train_fold: a GPU, threads, and runtime/mem growing with the attempt
     train = profile["set-resources"]["train_fold"]
+    # Snakemake caps threads at the cores it sees inside the allocation; on a
+    # real cluster that is the --cpus-per-gpu allocation, here the host's cores
+    threads = min(profile["set-threads"]["train_fold"], len(os.sched_getaffinity(0)))
     for info, attempt in ((first, 1), (retry, 2)):
-        expected = f"{slurm_time(eval_resource(train['runtime'], attempt))}|{eval_resource(train['mem_mb'], attempt)}M"
+        expected = (
+            f"{slurm_time(eval_resource(train['runtime'], attempt))}"
+            f"|{eval_resource(train['mem_mb'], attempt)}M"
+            f"|{train['cpus_per_gpu'] * train['gpu']}"
+        )
         assert info["limits"] == expected, (attempt, info)
         assert info["gpus"] != "none", info  # SLURM set CUDA_VISIBLE_DEVICES
-        assert info["threads"] == str(profile["set-threads"]["train_fold"])
+        assert info["threads"] == str(threads), info
 
     show(capsys, f"test_toy_workflow_through_slurm: wall time {time.monotonic() - started:.1f}s")
 
@@ -319,6 +363,7 @@ def test_failing_job_is_a_failed_slurm_job(slurm_cluster: SlurmCluster, tmp_path
         project, "--workflow-profile", str(profile_dir), "--retries", "0", "out/broken.txt", env=env
     )
     log = res.stdout
+    (tmp_path / "snakemake.log").write_text(log)
     assert res.returncode != 0, log[-8000:]
     submitted = submitted_jobs(log)
     assert len(submitted) == 1, log[-8000:]
@@ -328,3 +373,159 @@ def test_failing_job_is_a_failed_slurm_job(slurm_cluster: SlurmCluster, tmp_path
     assert cluster.job_table()[slurm_id]["state"] == "FAILED"
     assert not (project / "out" / "broken.txt").exists()
     show(capsys, f"test_failing_job_is_a_failed_slurm_job: wall time {time.monotonic() - started:.1f}s")
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+TIMESTAMP_RE = re.compile(r"_\d{9,11}(?:\.\d+)?\.npz")
+PIPELINE_TIMEOUT = 900
+
+
+def normalized_outputs(project: Path) -> dict[str, object]:
+    """What must not depend on where the jobs ran: tables (export timestamps
+    masked) and every run's summary metrics."""
+    results = project / "results"
+    out: dict[str, object] = {}
+    for table in sorted((results / "tables").glob("*")):
+        if table.suffix in {".md", ".tsv"}:
+            out[f"tables/{table.name}"] = TIMESTAMP_RE.sub("_<ts>.npz", table.read_text())
+    for summary in sorted((results / "runs").rglob("summary.json")):
+        data = json.loads(summary.read_text())
+        rel = summary.relative_to(results).as_posix()
+        out[rel] = {k: data.get(k) for k in ("metrics", "per_fold", "epochs_run", "hyper")}
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline_runs(slurm_cluster: SlurmCluster, tmp_path_factory):  # noqa: F811
+    """The tiny study run locally and through SLURM with the shipped profile."""
+    if make_tiny_project is None:
+        pytest.skip(f"tests/e2e_helpers.py not importable: {_E2E_IMPORT_ERROR}")
+    cluster = slurm_cluster
+    base = tmp_path_factory.mktemp("pipeline")
+    profile = cluster_profile_for(cluster)
+    profile_dir = write_profile(base / "profile", profile)
+    # Snakemake caps a job's threads at the cores it sees; give the local run
+    # the same training threads as the SLURM jobs get, so results can be equal
+    threads = profile["set-threads"]["train_fold"]
+    cores = len(os.sched_getaffinity(0))
+
+    t0 = time.monotonic()
+    local = make_tiny_project(base / "local")
+    run_snakemake(local, "--set-threads", f"train_fold={threads}", cores=cores, timeout=PIPELINE_TIMEOUT)
+    local_s = time.monotonic() - t0
+
+    project = make_tiny_project(base / "slurm")
+    env = snakemake_env(cluster.env)
+    dry = run_snakemake_cmd(project, "-n", "--workflow-profile", str(profile_dir), env=env, timeout=300)
+    assert dry.returncode == 0, dry.stdout[-6000:]
+    t0 = time.monotonic()
+    res = run_snakemake_cmd(project, "--workflow-profile", str(profile_dir), env=env, timeout=PIPELINE_TIMEOUT)
+    slurm_s = time.monotonic() - t0
+    (base / "snakemake-slurm.log").write_text(res.stdout)
+    assert res.returncode == 0, res.stdout[-10000:]
+    return {
+        "cluster": cluster,
+        "profile": profile,
+        "profile_dir": profile_dir,
+        "env": env,
+        "local": local,
+        "project": project,
+        "dry": dry,
+        "run": res,
+        "times": {"local": local_s, "slurm": slurm_s},
+    }
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_pipeline_jobs_go_through_sbatch(pipeline_runs, capsys) -> None:
+    """Every job of the tiny study that is not a localrule is one sbatch job."""
+    log = pipeline_runs["run"].stdout
+    cluster = pipeline_runs["cluster"]
+    assert f"workflow specific profile {pipeline_runs['profile_dir']}" in log  # not profiles/default
+
+    planned = jobs_run(pipeline_runs["dry"])
+    assert planned.get("train_fold") == 4, planned  # 2 arms x 1 seed x 2 folds
+    announced = announced_jobs(log)
+    # every planned job was started exactly once (no retries in a good run)
+    assert len({job for _, job, _ in announced}) == sum(planned.values()), (planned, announced)
+    started = {}
+    for rule, _, _ in announced:
+        started[rule] = started.get(rule, 0) + 1
+    assert started == planned
+    remote = {job: rule for rule, job, local in announced if not local}
+    local_rules = sorted({rule for rule, _, local in announced if local})
+
+    submitted = submitted_jobs(log)
+    assert sorted(job for job, _ in submitted) == sorted(remote), (submitted, remote)
+    slurm_ids = [sid for _, sid in submitted]
+    assert len(set(slurm_ids)) == len(slurm_ids)
+    table = cluster.job_table()
+    for job, sid in submitted:
+        assert sid in table, (sid, table)
+        assert table[sid]["comment"].startswith(f"rule_{remote[job]}"), table[sid]
+        assert table[sid]["state"] == "COMPLETED", table[sid]
+    train_ids = [sid for job, sid in submitted if remote[job] == "train_fold"]
+    assert len(train_ids) == 4
+
+    times = pipeline_runs["times"]
+    show(
+        capsys,
+        f"tiny study: local run {times['local']:.1f}s, SLURM run {times['slurm']:.1f}s; "
+        f"{len(submitted)} sbatch jobs "
+        f"({', '.join(f'{r}={n}' for r, n in sorted(started.items()) if r not in local_rules)}); "
+        f"local rules: {', '.join(local_rules) or 'none'}",
+    )
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_pipeline_outputs_equal_local_run(pipeline_runs) -> None:
+    slurm = normalized_outputs(pipeline_runs["project"])
+    local = normalized_outputs(pipeline_runs["local"])
+    assert any(key.startswith("tables/") for key in local), sorted(local)
+    assert sorted(slurm) == sorted(local)
+    for key in local:
+        assert slurm[key] == local[key], key
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_pipeline_train_failure_is_a_failed_slurm_job(pipeline_runs, capsys) -> None:
+    """A config value that passes validation but breaks training fails the SLURM job.
+
+    ``training.device: cuda:7`` matches the schema (``cuda(:N)?``) and no
+    cross-check looks at it, but no job here sees an 8th GPU (SLURM shows one
+    GPU to each job; torch is CPU-only here), so train_fold raises at run time.
+    Changing the device reruns only train_fold (a params change).
+    """
+    project = pipeline_runs["project"]
+    cfg = read_config(project)
+    cfg["training"]["device"] = "cuda:7"
+    write_config(project, cfg)
+    target = "results/runs/tiny/baseline/seed0/fold0/metrics.json"
+    started = time.monotonic()
+    res = run_snakemake_cmd(
+        project,
+        "--workflow-profile",
+        str(pipeline_runs["profile_dir"]),
+        "--retries",
+        "0",
+        target,
+        env=pipeline_runs["env"],
+        timeout=PIPELINE_TIMEOUT,
+    )
+    log = res.stdout
+    assert res.returncode != 0, log[-8000:]
+    submitted = submitted_jobs(log)
+    assert len(submitted) == 1, log[-8000:]  # only the changed train job reruns
+    ((_, slurm_id),) = submitted
+    assert (slurm_id, "FAILED") in FAILED_RE.findall(log), log[-8000:]
+    assert "Error in rule train_fold" in log
+    row = pipeline_runs["cluster"].job_table()[slurm_id]
+    assert row["state"] == "FAILED" and row["comment"].startswith("rule_train_fold"), row
+    train_log = project / "results/logs/tiny/train/baseline/seed0/fold0.log"
+    assert "cuda:7" in train_log.read_text()
+    assert not (project / target).exists()
+    show(capsys, f"failing train job through SLURM: wall time {time.monotonic() - started:.1f}s")

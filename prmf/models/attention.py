@@ -5,15 +5,35 @@ The proxy modality queries every modality's representation with its own
 fusion weights and refined by a post-norm Transformer-style residual block.
 
 Note: each modality contributes a single key/value token, so the attention
-softmax is over one element and equals 1; the per-modality output is therefore
-``out_proj(v_proj(mu_m))`` whatever the query. The proxy shapes the result
-through the fusion weights and the residual connection.
+softmax is over one element and equals 1 exactly; the per-modality output is
+therefore ``out_proj(v_proj(mu_m))`` whatever the query. The proxy shapes the
+result through the fusion weights and the residual connection.
+:func:`single_key_attention` computes that value directly from the
+``nn.MultiheadAttention`` parameters (about 10x fewer autograd ops than calling
+the module; the query/key projections, whose gradient is exactly 0 in the full
+computation, get no gradient).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def single_key_attention(block: nn.MultiheadAttention, kv: Tensor) -> Tensor:
+    """Output of ``block(query, kv[:, None], kv[:, None])`` for one key/value token.
+
+    With a single key the attention weights are ``softmax([s]) = 1`` for every
+    head and query, so the result is ``out_proj(W_v kv + b_v)``. Requires the
+    block's attention dropout to be 0 (as in :class:`ProxyCrossModalAttention`).
+
+    ``kv`` ``[B, H]`` -> ``[B, H]``.
+    """
+    h = block.embed_dim
+    w_v = block.in_proj_weight[2 * h :]
+    b_v = None if block.in_proj_bias is None else block.in_proj_bias[2 * h :]
+    return block.out_proj(F.linear(kv, w_v, b_v))
 
 
 class ProxyCrossModalAttention(nn.Module):
@@ -22,6 +42,7 @@ class ProxyCrossModalAttention(nn.Module):
     ::
 
         a_m  = MHA_m(q=proxy[:, None], k=v=mu_m[:, None])    [B, 1, H] -> [B, H]
+             (computed by single_key_attention)
         a_m  = 0 where modality m is absent
         attn = sum_m w_m * a_m                                [B, H]
         x    = LayerNorm(proxy + Dropout(attn))
@@ -65,13 +86,9 @@ class ProxyCrossModalAttention(nn.Module):
         Returns:
             ``[B, H]`` refined representation.
         """
-        query = proxy.unsqueeze(1)  # [B, 1, H]
-        outs = []
-        for m, block in enumerate(self.attn):
-            kv = mu[:, m : m + 1]  # [B, 1, H]
-            out, _ = block(query, kv, kv, need_weights=False)
-            outs.append(out)
-        per_modality = torch.cat(outs, dim=1)  # [B, M, H]
+        per_modality = torch.stack(
+            [single_key_attention(block, mu[:, m]) for m, block in enumerate(self.attn)], dim=1
+        )  # [B, M, H]
         per_modality = per_modality.masked_fill(~present.unsqueeze(-1), 0.0)
         attn = (weights.unsqueeze(-1) * per_modality).sum(dim=1)  # [B, H]
         x = self.norm1(proxy + self.attn_dropout(attn))

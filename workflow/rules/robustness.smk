@@ -1,0 +1,151 @@
+# Robustness stage: missing / noisy modalities, evaluated with the trained fold
+# models of every arm x seed (inference only), then a table and figures.
+# Protocol settings: prmf.robustness.RobustnessConfig, overridable by an optional
+# `robustness:` block of the config.
+from prmf.robustness import RobustnessConfig
+
+ROBUSTNESS = RobustnessConfig.from_dict(config.get("robustness", {})).to_dict()
+ROBUSTNESS_DIR = f"results/robustness/{DATASET}"
+ROBUSTNESS_TABLE = "results/tables/robustness.md"
+PLOTS = "results/plots"
+# the split the single-split figures show: the first test split evaluated, else cv
+ROBUSTNESS_FIGURE_SPLIT = next((s for s in ROBUSTNESS["splits"] if s != "cv"), ROBUSTNESS["splits"][0])
+FIGURE_FORMATS = ["png", "svg"]
+
+
+def robustness_tsvs(wildcards=None):
+    return expand(f"{ROBUSTNESS_DIR}/{{arm}}/seed{{seed}}.tsv", arm=ARMS, seed=SEEDS)
+
+
+def arm_display_names():
+    """Run arms (in order) -> display name of the resolved arm."""
+    return {arm: resolve_arm(config, arm)["display_name"] for arm in ARMS}
+
+
+def figure(name, category="Robustness", subcategory="Figures"):
+    return [
+        report(f"{PLOTS}/{name}.{ext}", category=category, subcategory=subcategory, labels={"figure": name, "format": ext.upper()})
+        for ext in FIGURE_FORMATS
+    ]
+
+
+def figure_files(name):
+    return [f"{PLOTS}/{name}.{ext}" for ext in FIGURE_FORMATS]
+
+
+rule evaluate_robustness:
+    input:
+        store=rules.prepare_dataset.output.store,
+        folds=rules.make_folds.output.folds,
+        models=lambda wc: fold_files(wc, "model.pt"),
+        summary=f"{RUNS}/{{arm}}/seed{{seed}}/summary.json",
+    output:
+        tsv=f"{ROBUSTNESS_DIR}/{{arm}}/seed{{seed}}.tsv",
+    params:
+        arm=arm_params,
+        protocol=ROBUSTNESS,
+        device=RUNTIME["device"],
+    threads: RUNTIME["threads"]
+    log:
+        f"{LOGS}/robustness/{{arm}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/robustness/{{arm}}/seed{{seed}}.tsv"
+    script:
+        "../scripts/evaluate_robustness.py"
+
+
+rule robustness_table:
+    input:
+        tsvs=robustness_tsvs(),
+    output:
+        md=report(ROBUSTNESS_TABLE, category="Robustness", subcategory="Tables"),
+    params:
+        display_names=arm_display_names(),
+        modalities=config["dataset"]["modalities"],
+        protocol=ROBUSTNESS,
+        dataset=DATASET,
+    log:
+        f"{LOGS}/robustness/table.log",
+    script:
+        "../scripts/robustness_table.py"
+
+
+rule plot_missing_rate:
+    input:
+        tsvs=robustness_tsvs(),
+    output:
+        png=figure("robustness_missing_rate")[0],
+        svg=figure("robustness_missing_rate")[1],
+    params:
+        display_names=arm_display_names(),
+        rates=ROBUSTNESS["missing_rates"],
+        n_modalities=len(config["dataset"]["modalities"]),
+        splits=ROBUSTNESS["splits"],
+    log:
+        f"{LOGS}/plots/robustness_missing_rate.log",
+    script:
+        "../scripts/plot_missing_rate.py"
+
+
+rule plot_subsets:
+    input:
+        tsvs=robustness_tsvs(),
+    output:
+        png=figure("robustness_subsets")[0],
+        svg=figure("robustness_subsets")[1],
+    params:
+        display_names=arm_display_names(),
+        modalities=config["dataset"]["modalities"],
+        split=ROBUSTNESS_FIGURE_SPLIT,
+    log:
+        f"{LOGS}/plots/robustness_subsets.log",
+    script:
+        "../scripts/plot_subsets.py"
+
+
+rule plot_fusion_weights:
+    input:
+        tsvs=robustness_tsvs(),
+    output:
+        png=figure("robustness_fusion_weights")[0],
+        svg=figure("robustness_fusion_weights")[1],
+    params:
+        display_names=arm_display_names(),
+        modalities=config["dataset"]["modalities"],
+        snr_db=ROBUSTNESS["snr_db"],
+        split=ROBUSTNESS_FIGURE_SPLIT,
+    log:
+        f"{LOGS}/plots/robustness_fusion_weights.log",
+    script:
+        "../scripts/plot_fusion_weights.py"
+
+
+rule plot_training_curves:
+    input:
+        histories=expand(f"{RUNS}/{{{{arm}}}}/seed{{seed}}/fold{{fold}}/history.tsv", seed=SEEDS, fold=FOLDS),
+    output:
+        png=report(f"{PLOTS}/training_curves/{{arm}}.png", category="Training", subcategory="Training curves", labels={"arm": "{arm}", "format": "PNG"}),
+        svg=report(f"{PLOTS}/training_curves/{{arm}}.svg", category="Training", subcategory="Training curves", labels={"arm": "{arm}", "format": "SVG"}),
+    params:
+        display_name=lambda wc: resolve_arm(config, wc.arm)["display_name"],
+    log:
+        f"{LOGS}/plots/training_curves/{{arm}}.log",
+    script:
+        "../scripts/plot_training_curves.py"
+
+
+ROBUSTNESS_TARGETS = (
+    [ROBUSTNESS_TABLE]
+    + figure_files("robustness_missing_rate")
+    + figure_files("robustness_subsets")
+    + figure_files("robustness_fusion_weights")
+    + expand(f"{PLOTS}/training_curves/{{arm}}.{{ext}}", arm=ARMS, ext=FIGURE_FORMATS)
+)
+
+
+rule robustness:
+    input:
+        ROBUSTNESS_TARGETS,
+
+
+EXTRA_TARGETS.append(ROBUSTNESS_TARGETS)

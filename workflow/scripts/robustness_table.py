@@ -1,0 +1,16 @@
+"""results/tables/robustness.md: arms x conditions, mean ± std over seeds."""
+import sys
+from pathlib import Path
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from prmf.robustness import read_robustness, robustness_markdown  # noqa: E402
+
+md = robustness_markdown(
+    read_robustness(snakemake.input.tsvs),
+    snakemake.params.display_names,
+    snakemake.params.modalities,
+    snakemake.params.protocol,
+    dataset=snakemake.params.dataset,
+)
+Path(snakemake.output.md).write_text(md)
