@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -97,15 +98,16 @@ def plot_missing_rate(df: pd.DataFrame, display_names: Mapping[str, str], rates:
                     _line(ax, np.asarray(rates), 100 * mean, 100 * std, colors[a], display_names.get(a, a))
                 if cap is not None and max(rates, default=0) > cap:
                     ax.axvline(cap, color="0.4", ls=":", lw=1)
-                    ax.text(cap, 0.02, " max. achievable\n (M−1)/M", transform=ax.get_xaxis_transform(),
-                            fontsize=7, color="0.3", va="bottom")
-                ax.set_xlabel("Missing rate η (fraction of sample×modality entries dropped)")
+                    ax.text(cap, 0.98, "(M−1)/M ", transform=ax.get_xaxis_transform(), fontsize=7, color="0.3",
+                            va="top", ha="right")
+                ax.set_xlabel("Missing rate η")
                 ax.set_ylabel(ylabel)
                 ax.set_title(_split_label(split))
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), frameon=False,
                    bbox_to_anchor=(0.5, -0.01))
-        fig.suptitle("Random missing modalities (CPM-Net masks; band: ± std over seeds)")
+        fig.suptitle("Random missing modalities: η = fraction of (sample, modality) entries dropped, "
+                     "≥ 1 kept per sample\n(CPM-Net masks; dotted: largest achievable η; band: ± std over seeds)")
         fig.tight_layout(rect=(0, 0.06 + 0.02 * ((len(labels) - 1) // 4), 1, 1))
         save_figure(fig, paths)
 
@@ -159,7 +161,7 @@ def plot_fusion_weights(df: pd.DataFrame, display_names: Mapping[str, str], moda
         for c, mod in enumerate(modalities):
             conds = [clean_condition(modalities)] + [noise_condition(mod, s) for s in levels]
             for r, (metric, ylabel) in enumerate(((f"weight:{mod}", "Fusion weight"),
-                                                  (f"uncertainty:{mod}", "Uncertainty u (mean posterior std)"))):
+                                                  (f"uncertainty:{mod}", "Uncertainty u"))):
                 ax = axes[r, c]
                 for a in u_arms:
                     mean, std = _seed_stats(df, a, split, conds, metric)
@@ -178,7 +180,8 @@ def plot_fusion_weights(df: pd.DataFrame, display_names: Mapping[str, str], moda
         if handles:
             fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False,
                        bbox_to_anchor=(0.5, -0.01))
-        fig.suptitle(f"Fusion weight and uncertainty of the noised modality — {_split_label(split)}")
+        fig.suptitle(f"Fusion weight and uncertainty u (mean posterior std) of the noised modality\n"
+                     f"{_split_label(split)}; mean over samples, band: ± std over seeds")
         fig.tight_layout(rect=(0, 0.07, 1, 1))
         save_figure(fig, paths)
 
@@ -209,6 +212,7 @@ def plot_training_curves(history_paths: Sequence[str | Path], display_name: str,
             ax.plot(mean.index, mean.to_numpy(), color="C0", lw=2, label="mean ± std")
             ax.fill_between(mean.index, (mean - std).to_numpy(), (mean + std).to_numpy(), color="C0", alpha=0.2, lw=0)
             ax.set_xlabel("Epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
             ax.legend(frameon=False)
         n_runs = hist["run"].nunique()

@@ -388,37 +388,67 @@ def _populations(store, folds: Mapping, models: list, splits: Sequence[str], dev
     return pops
 
 
-def _run(pop: _Population, present: np.ndarray, batch_size: int, noisy: tuple[int, np.ndarray] | None = None
-         ) -> _Outputs:
-    """Predict ``pop`` with mask ``present`` ``[N, M]`` (already AND-ed), optionally modality ``j`` replaced."""
-    import dataclasses
+@dataclass
+class _Spec:
+    """One condition draw: its mask (AND-ed with the store) and, for noise, (modality, SNR, level, draw)."""
 
+    present: np.ndarray
+    noise: tuple[int, float, int, int] | None = None
+
+
+def _noisy_features(pop: _Population, store, cfg: RobustnessConfig, noise: tuple[int, float, int, int]) -> np.ndarray:
+    """The population's features of modality ``j`` with the draw's noise (same for every arm)."""
+    j, snr, li, rep = noise
+    mod = store.modalities[j]
+    lengths = store.lengths[mod][pop.rows] if mod in store.lengths else None
+    return add_noise(store.features[mod][pop.rows], snr, _seed(cfg, pop.split, 2, j, li, rep), lengths,
+                     cfg.noise_scope)
+
+
+def _run(pop: _Population, store, cfg: RobustnessConfig, specs: Sequence[_Spec],
+         max_bytes: int = 256 * 2**20) -> list[_Outputs]:
+    """Predict every spec on ``pop``; specs are stacked into one batch per model (chunked by ``max_bytes``)."""
     import torch
 
-    from prmf.train import predict
+    from prmf.train import TensorSet, predict
 
-    n, m = present.shape
-    out = None
-    for unit in pop.units:
-        data = unit.data
-        dev = data.labels.device
-        if noisy is not None:
-            j, x = noisy
-            xs = list(data.xs)
-            xs[j] = torch.from_numpy(np.ascontiguousarray(x[unit.positions])).to(dev)
-            data = dataclasses.replace(data, xs=xs)
-        pres = torch.from_numpy(np.ascontiguousarray(present[unit.positions])).to(dev)
-        preds = [predict(model, data, batch_size=batch_size, present=pres) for model in unit.models]
-        logits = np.mean([p.logits for p in preds], axis=0)
-        if out is None:
-            c = logits.shape[1]
-            out = _Outputs(np.zeros((n, c), np.float32), np.zeros(n, np.float32), np.full((n, m), np.nan, np.float32),
-                           np.full((n, m), np.nan, np.float32), present)
-        out.logits[unit.positions] = logits
-        out.valence[unit.positions] = np.mean([p.valence for p in preds], axis=0)
-        out.weights[unit.positions] = np.mean([p.fusion_weights for p in preds], axis=0)
-        out.uncertainty[unit.positions] = np.mean([p.uncertainty for p in preds], axis=0)
-    return out
+    n, m = len(pop.rows), len(store.modalities)
+    per_spec = max(1, sum(store.features[mod][pop.rows].nbytes for mod in store.modalities))
+    chunk = max(1, int(max_bytes // per_spec))
+    results: list[_Outputs] = []
+    for start in range(0, len(specs), chunk):
+        part = list(specs[start:start + chunk])
+        k = len(part)
+        noisy = {i: _noisy_features(pop, store, cfg, s.noise) for i, s in enumerate(part) if s.noise is not None}
+        outs = [_Outputs(None, np.zeros(n, np.float32), np.full((n, m), np.nan, np.float32),
+                         np.full((n, m), np.nan, np.float32), s.present) for s in part]
+        for unit in pop.units:
+            d, pos = unit.data, unit.positions
+            dev, nu = d.labels.device, len(d)
+            xs = []
+            for j in range(m):
+                pieces = [torch.from_numpy(np.ascontiguousarray(noisy[i][pos])).to(dev)
+                          if i in noisy and part[i].noise[0] == j else d.xs[j] for i in range(k)]
+                xs.append(torch.cat(pieces))
+            pres = torch.from_numpy(np.concatenate([s.present[pos] for s in part])).to(dev)
+            stacked = TensorSet(names=np.tile(d.names, k), xs=xs, present=pres,
+                                lengths=[None if ln is None else ln.repeat(k) for ln in d.lengths],
+                                labels=d.labels.repeat(k), valence=d.valence.repeat(k))
+            preds = [predict(model, stacked, batch_size=int(cfg.batch_size), present=pres) for model in unit.models]
+            logits = np.mean([p.logits for p in preds], axis=0)
+            valence = np.mean([p.valence for p in preds], axis=0)
+            weights = np.mean([p.fusion_weights for p in preds], axis=0)
+            unc = np.mean([p.uncertainty for p in preds], axis=0)
+            for i, o in enumerate(outs):
+                sl = slice(i * nu, (i + 1) * nu)
+                if o.logits is None:
+                    o.logits = np.zeros((n, logits.shape[1]), np.float32)
+                o.logits[pos] = logits[sl]
+                o.valence[pos] = valence[sl]
+                o.weights[pos] = weights[sl]
+                o.uncertainty[pos] = unc[sl]
+        results += outs
+    return results
 
 
 def _emotion(out: _Outputs, labels: np.ndarray, valence_true: np.ndarray) -> dict[str, float]:
@@ -448,26 +478,40 @@ def _mean_dicts(ds: list[dict[str, float]]) -> dict[str, float]:
             for k in keys}
 
 
-def evaluate_population(pop: _Population, store, cfg: RobustnessConfig,
-                        say: Callable[[str], None] = log.info) -> list[tuple[str, str, str, float]]:
+def evaluate_population(pop: _Population, store, cfg: RobustnessConfig) -> list[tuple[str, str, str, float]]:
     """All conditions on one split; returns ``(split, condition, metric, value)`` rows."""
     mods = store.modalities
-    m = len(mods)
-    n = len(pop.rows)
+    m, n = len(mods), len(pop.rows)
     labels = store.labels[pop.rows].astype(np.int64)
     vtrue = store.valence[pop.rows].astype(np.float32)
     rows: list[tuple[str, str, str, float]] = []
-    bs = int(cfg.batch_size)
 
     def emit(cond: str, values: Mapping[str, float]) -> None:
         rows.extend((pop.split, cond, k, float(v)) for k, v in values.items())
 
+    def keep(d: Mapping[str, float], keys: Sequence[str]) -> dict[str, float]:
+        return {k: v for k, v in d.items() if k in keys}
+
+    # every condition draw, predicted in one stacked pass per fold model
+    subs = subsets(mods)
+    specs: list[_Spec] = [
+        _Spec(combine_available(np.broadcast_to(np.array([x in s for x in mods]), (n, m)), pop.available))
+        for s in subs
+    ]
+    for rate in cfg.missing_rates:
+        for rep in range(cfg.mask_seeds):
+            rng = _seed(cfg, pop.split, 1, int(round(rate * 1000)), rep)
+            specs.append(_Spec(combine_available(cpm_missing_mask(n, m, rate, rng), pop.available, rng)))
+    full = combine_available(np.ones((n, m), bool), pop.available)
+    for j in range(m):
+        for li, snr in enumerate(cfg.snr_db):
+            specs += [_Spec(full, (j, snr, li, rep)) for rep in range(cfg.noise_seeds)]
+    outs = iter(_run(pop, store, cfg, specs))
+
     # 1. subsets
-    sub_metrics = {}
-    clean = None
-    for subset in subsets(mods):
-        mask = np.broadcast_to(np.array([mod in subset for mod in mods]), (n, m))
-        out = _run(pop, combine_available(mask, pop.available), bs)
+    sub_metrics, clean = {}, None
+    for subset in subs:
+        out = next(outs)
         vals = {**_emotion(out, labels, vtrue), **_diag(out, mods), "n": n}
         if len(subset) == m:
             clean = out
@@ -476,38 +520,32 @@ def evaluate_population(pop: _Population, store, cfg: RobustnessConfig,
         emit(subset_condition(subset), vals)
     incomplete = [v for s, v in sub_metrics.items() if len(s) < m]
     if incomplete:
-        emit("subset:mean_incomplete", {k: v for k, v in _mean_dicts(incomplete).items()
-                                        if k in ("acc", "f1", "val_mse")})
+        emit("subset:mean_incomplete", keep(_mean_dicts(incomplete), ("acc", "f1", "val_mse")))
 
     # 2. random missing rate
     curve = []
     for rate in cfg.missing_rates:
         reps = []
-        for rep in range(cfg.mask_seeds):
-            rng = _seed(cfg, pop.split, 1, int(round(rate * 1000)), rep)
-            present = combine_available(cpm_missing_mask(n, m, rate, rng), pop.available, rng)
-            out = _run(pop, present, bs)
+        for _ in range(cfg.mask_seeds):
+            out = next(outs)
             reps.append({**_emotion(out, labels, vtrue), **_diag(out, mods),
-                         "missing_fraction": float(1.0 - present.mean())})
+                         "missing_fraction": float(1.0 - out.present.mean())})
         vals = _mean_dicts(reps)
         curve.append(vals)
         emit(missing_condition(rate), {**vals, "n": n})
     if curve:
-        emit("missing:mean", {k: v for k, v in _mean_dicts(curve).items() if k in ("acc", "f1", "val_mse")})
+        emit("missing:mean", keep(_mean_dicts(curve), ("acc", "f1", "val_mse")))
 
-    # 3. feature noise (+ 4. uncertainty diagnostics)
+    # 3. feature noise, with 4. the uncertainty diagnostics
     has_u = clean is not None and np.isfinite(clean.uncertainty).any()
+    clean_diag = _diag(clean, mods) if clean is not None else {}
     all_noise = []
     for j, mod in enumerate(mods):
-        base = store.features[mod][pop.rows]
-        lengths = store.lengths[mod][pop.rows] if mod in store.lengths else None
         levels = []
-        for li, snr in enumerate(cfg.snr_db):
+        for snr in cfg.snr_db:
             reps = []
-            for rep in range(cfg.noise_seeds):
-                rng = _seed(cfg, pop.split, 2, j, li, rep)
-                x = add_noise(base, snr, rng, lengths, cfg.noise_scope)
-                out = _run(pop, combine_available(np.ones((n, m), bool), pop.available), bs, noisy=(j, x))
+            for _ in range(cfg.noise_seeds):
+                out = next(outs)
                 vals = {**_emotion(out, labels, vtrue), **_diag(out, mods)}
                 if has_u:
                     sel = out.present[:, j]
@@ -519,15 +557,15 @@ def evaluate_population(pop: _Population, store, cfg: RobustnessConfig,
         if not levels:
             continue
         all_noise.extend(levels)
-        summary = {k: v for k, v in _mean_dicts(levels).items() if k in ("acc", "f1", "val_mse", "auroc_uncertainty")}
+        summary = keep(_mean_dicts(levels), ("acc", "f1", "val_mse", "auroc_uncertainty"))
         if has_u:
             key = f"uncertainty:{mod}"
-            order = np.argsort(-np.asarray(cfg.snr_db), kind="stable")  # high SNR (little noise) first
-            y = [_diag(clean, mods)[key]] + [levels[i][key] for i in order]
+            order = np.argsort(-np.asarray(cfg.snr_db), kind="stable")  # little noise first
+            y = [clean_diag[key]] + [levels[i][key] for i in order]
             summary["spearman_uncertainty"] = spearman(np.arange(len(y)), y)
         emit(noise_condition(mod), summary)
     if all_noise:
-        emit("noise:mean", {k: v for k, v in _mean_dicts(all_noise).items() if k in ("acc", "f1", "val_mse")})
+        emit("noise:mean", keep(_mean_dicts(all_noise), ("acc", "f1", "val_mse")))
     return rows
 
 
@@ -550,7 +588,7 @@ def evaluate_robustness(store, folds: Mapping, model_paths: Sequence[str | Path]
     with torch.inference_mode():
         for pop in _populations(store, folds, models, cfg.splits, dev):
             ts = time.perf_counter()
-            rows += evaluate_population(pop, store, cfg, say)
+            rows += evaluate_population(pop, store, cfg)
             say(f"{pop.split}: {len(pop.rows)} samples, {len(pop.units)} unit(s) x "
                 f"{len(pop.units[0].models)} model(s) in {time.perf_counter() - ts:.2f}s")
     df = pd.DataFrame(rows, columns=list(COLUMNS[2:]))
@@ -625,7 +663,8 @@ def _table(stats, arms: Sequence[str], names: Mapping[str, str], split: str,
         for c, (_, _, metric) in enumerate(columns):
             mean, std = cells.get((a, c), (np.nan, np.nan))
             s = _fmt(mean, std, scale, digits)
-            if bold and c in best and np.isfinite(mean) and np.isclose(mean, best[c], rtol=0, atol=1e-12) and len(arms) > 1:
+            is_best = c in best and np.isfinite(mean) and abs(mean - best[c]) <= 1e-12
+            if bold and is_best and len(arms) > 1:
                 s = f"**{s}**"
             row.append(s)
         lines.append(f"| {names.get(a, a)} | " + " | ".join(row) + " |")
@@ -664,7 +703,8 @@ def robustness_markdown(df, display_names: Mapping[str, str], modalities: Sequen
                      subset_condition(s), metric) for s in subs]
             cols.append(("mean incomplete", "subset:mean_incomplete", metric))
             out += ["### Modality subsets present", ""] + _table(stats, arms, names, split, cols) + [""]
-            cols = [(f"η={r:g}", missing_condition(r), metric) for r in cfg.missing_rates]
+            cols = [("η=" + missing_condition(r).split(":", 1)[1], missing_condition(r), metric)
+                    for r in cfg.missing_rates]
             cols.append(("mean", "missing:mean", metric))
             out += ["### Random missing rate η", ""] + _table(stats, arms, names, split, cols) + [""]
             cols = [(f"{mod[:1].upper()} {s:g} dB", noise_condition(mod, s), metric)

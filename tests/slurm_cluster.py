@@ -49,7 +49,7 @@ from typing import Iterator
 import pytest
 
 PARTITION = "prmftest"
-MIN_JOB_AGE = 300
+MIN_JOB_AGE = 3600  # finished jobs stay in squeue this long (tests inspect them)
 NODE_UP_TIMEOUT = 20.0
 FAKE_GPUS = 2
 _FAKE_GPU_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
@@ -74,7 +74,7 @@ def find_binary(name: str) -> str | None:
 
 
 def missing_binaries() -> list[str]:
-    return [name for name in DAEMONS + CLIENTS + ("mungekey",) if not find_binary(name)]
+    return [name for name in DAEMONS + CLIENTS + ("mungekey", "runuser") if not find_binary(name)]
 
 
 class SlurmStartError(RuntimeError):

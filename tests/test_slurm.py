@@ -124,14 +124,19 @@ def submitted_jobs(log: str) -> list[tuple[int, str]]:
     return [(int(job), slurm) for job, slurm in SUBMITTED_RE.findall(log)]
 
 
+# a failed job's own log, printed into the main log by --show-failed-logs
+EMBEDDED_LOG_RE = re.compile(r"^Logfile [^\n]*:\n={40,}\n.*?^={40,}$", re.M | re.S)
+
+
 def announced_jobs(log: str) -> list[tuple[str, int, bool]]:
     """``[(rule, snakemake jobid, is_local)]`` of every job Snakemake started.
 
     Snakemake announces a job run by itself as ``localrule NAME:`` and one
-    handed to the executor (here: sbatch) as ``rule NAME:``.
+    handed to the executor (here: sbatch) as ``rule NAME:``. The logs of failed
+    jobs (the inner Snakemake of a SLURM job) are left out.
     """
     jobs = []
-    lines = log.splitlines()
+    lines = EMBEDDED_LOG_RE.sub("", log).splitlines()
     for i, line in enumerate(lines):
         header = RULE_HEADER_RE.match(line)
         if not header:

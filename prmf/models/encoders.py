@@ -15,6 +15,8 @@ frames at positions ``>= lengths[b]`` never influence sample ``b``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -45,13 +47,29 @@ def masked_time_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
     return total / count
 
 
-class InputDropout(nn.Module):
-    """Inverted dropout for wide input features: ``x * (U >= p) / (1 - p)``.
+def bernoulli_keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
+    """Bool mask of ``shape``, each entry True (kept) with probability ``1 - p``.
 
-    Same distribution and scaling as ``nn.Dropout(p)`` (identity in eval mode),
-    with the keep-mask drawn by ``torch.rand_like`` from torch's global RNG,
-    which on CPU costs about half of ``nn.Dropout``'s ``bernoulli_`` for
-    ``[32, 5120]`` inputs. ``x`` ``[..., D]`` -> same shape.
+    Draws full-range 64-bit integers from torch's global RNG and reads each as
+    four independent uniform 16-bit integers ``u`` on ``[-32768, 32767]``;
+    ``keep = u >= round(p * 65536) - 32768``. One draw serves four entries,
+    about 3x cheaper on CPU than ``torch.rand`` and 6x cheaper than
+    ``nn.Dropout``'s ``bernoulli_``; ``p`` is quantised to a multiple of
+    ``1/65536`` (error <= 7.7e-6).
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    uniform16 = words.view(torch.int16)[:n].view(shape)
+    return uniform16 >= round(p * 65536) - 32768
+
+
+class InputDropout(nn.Module):
+    """Inverted dropout for wide input features: ``x * keep / (1 - p)``.
+
+    Same semantics as ``nn.Dropout(p)`` (identity in eval mode, kept entries
+    scaled by ``1 / (1 - p)``) with the keep-mask from
+    :func:`bernoulli_keep_mask` (torch's global RNG, so ``torch.manual_seed``
+    makes it reproducible). ``x`` ``[..., D]`` -> same shape.
     """
 
     def __init__(self, p: float) -> None:
@@ -66,9 +84,10 @@ class InputDropout(nn.Module):
             return x
         if self.p == 1.0:
             return torch.zeros_like(x)
-        scale = 1.0 / (1.0 - self.p)
-        keep = torch.rand_like(x).ge_(self.p).mul_(scale)  # 0 or 1/(1-p)
-        return x * keep
+        keep = bernoulli_keep_mask(x.shape, self.p, x.device)
+        # In-place scaling of the fresh product: one [.., D] temporary instead of two
+        # (autograd-safe: the product is not saved for backward).
+        return (x * keep).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

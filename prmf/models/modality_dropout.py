@@ -140,6 +140,10 @@ def mask_inputs(
     masked_lengths: list[Tensor | None] = []
     for m, (x, length) in enumerate(zip(xs, lengths)):
         keep = present[:, m]
+        if bool(keep.all()):  # nothing to mask: skip a full copy of the input
+            masked_xs.append(x)
+            masked_lengths.append(length)
+            continue
         keep_x = keep.reshape(keep.shape + (1,) * (x.dim() - 1))
         masked_xs.append(torch.where(keep_x, x, x.new_zeros(())))
         if length is not None:

@@ -9,7 +9,9 @@ ROBUSTNESS_DIR = f"results/robustness/{DATASET}"
 ROBUSTNESS_TABLE = "results/tables/robustness.md"
 PLOTS = "results/plots"
 # the split the single-split figures show: the first test split evaluated, else cv
-ROBUSTNESS_FIGURE_SPLIT = next((s for s in ROBUSTNESS["splits"] if s != "cv"), ROBUSTNESS["splits"][0])
+ROBUSTNESS_FIGURE_SPLIT = next(
+    (s for s in ROBUSTNESS["splits"] if s != "cv"), ROBUSTNESS["splits"][0]
+)
 FIGURE_FORMATS = ["png", "svg"]
 
 
@@ -23,10 +25,13 @@ def arm_display_names():
 
 
 def figure(name, category="Robustness", subcategory="Figures"):
-    return [
-        report(f"{PLOTS}/{name}.{ext}", category=category, subcategory=subcategory, labels={"figure": name, "format": ext.upper()})
-        for ext in FIGURE_FORMATS
-    ]
+    """The PNG and SVG of a figure, wrapped for the report."""
+    files = []
+    for ext in FIGURE_FORMATS:
+        labels = {"figure": name, "format": ext.upper()}
+        kw = dict(category=category, subcategory=subcategory, labels=labels)
+        files.append(report(f"{PLOTS}/{name}.{ext}", **kw))
+    return files
 
 
 def figure_files(name):
@@ -41,15 +46,15 @@ rule evaluate_robustness:
         summary=f"{RUNS}/{{arm}}/seed{{seed}}/summary.json",
     output:
         tsv=f"{ROBUSTNESS_DIR}/{{arm}}/seed{{seed}}.tsv",
-    params:
-        arm=arm_params,
-        protocol=ROBUSTNESS,
-        device=RUNTIME["device"],
-    threads: RUNTIME["threads"]
     log:
         f"{LOGS}/robustness/{{arm}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/robustness/{{arm}}/seed{{seed}}.tsv"
+    threads: RUNTIME["threads"]
+    params:
+        arm=arm_params,
+        protocol=ROBUSTNESS,
+        device=RUNTIME["device"],
     script:
         "../scripts/evaluate_robustness.py"
 
@@ -59,13 +64,13 @@ rule robustness_table:
         tsvs=robustness_tsvs(),
     output:
         md=report(ROBUSTNESS_TABLE, category="Robustness", subcategory="Tables"),
+    log:
+        f"{LOGS}/robustness/table.log",
     params:
         display_names=arm_display_names(),
         modalities=config["dataset"]["modalities"],
         protocol=ROBUSTNESS,
         dataset=DATASET,
-    log:
-        f"{LOGS}/robustness/table.log",
     script:
         "../scripts/robustness_table.py"
 
@@ -76,13 +81,13 @@ rule plot_missing_rate:
     output:
         png=figure("robustness_missing_rate")[0],
         svg=figure("robustness_missing_rate")[1],
+    log:
+        f"{LOGS}/plots/robustness_missing_rate.log",
     params:
         display_names=arm_display_names(),
         rates=ROBUSTNESS["missing_rates"],
         n_modalities=len(config["dataset"]["modalities"]),
         splits=ROBUSTNESS["splits"],
-    log:
-        f"{LOGS}/plots/robustness_missing_rate.log",
     script:
         "../scripts/plot_missing_rate.py"
 
@@ -93,12 +98,12 @@ rule plot_subsets:
     output:
         png=figure("robustness_subsets")[0],
         svg=figure("robustness_subsets")[1],
+    log:
+        f"{LOGS}/plots/robustness_subsets.log",
     params:
         display_names=arm_display_names(),
         modalities=config["dataset"]["modalities"],
         split=ROBUSTNESS_FIGURE_SPLIT,
-    log:
-        f"{LOGS}/plots/robustness_subsets.log",
     script:
         "../scripts/plot_subsets.py"
 
@@ -109,27 +114,41 @@ rule plot_fusion_weights:
     output:
         png=figure("robustness_fusion_weights")[0],
         svg=figure("robustness_fusion_weights")[1],
+    log:
+        f"{LOGS}/plots/robustness_fusion_weights.log",
     params:
         display_names=arm_display_names(),
         modalities=config["dataset"]["modalities"],
         snr_db=ROBUSTNESS["snr_db"],
         split=ROBUSTNESS_FIGURE_SPLIT,
-    log:
-        f"{LOGS}/plots/robustness_fusion_weights.log",
     script:
         "../scripts/plot_fusion_weights.py"
 
 
 rule plot_training_curves:
     input:
-        histories=expand(f"{RUNS}/{{{{arm}}}}/seed{{seed}}/fold{{fold}}/history.tsv", seed=SEEDS, fold=FOLDS),
+        histories=expand(
+            f"{RUNS}/{{{{arm}}}}/seed{{seed}}/fold{{fold}}/history.tsv",
+            seed=SEEDS,
+            fold=FOLDS,
+        ),
     output:
-        png=report(f"{PLOTS}/training_curves/{{arm}}.png", category="Training", subcategory="Training curves", labels={"arm": "{arm}", "format": "PNG"}),
-        svg=report(f"{PLOTS}/training_curves/{{arm}}.svg", category="Training", subcategory="Training curves", labels={"arm": "{arm}", "format": "SVG"}),
-    params:
-        display_name=lambda wc: resolve_arm(config, wc.arm)["display_name"],
+        png=report(
+            f"{PLOTS}/training_curves/{{arm}}.png",
+            category="Training",
+            subcategory="Training curves",
+            labels={"arm": "{arm}", "format": "PNG"},
+        ),
+        svg=report(
+            f"{PLOTS}/training_curves/{{arm}}.svg",
+            category="Training",
+            subcategory="Training curves",
+            labels={"arm": "{arm}", "format": "SVG"},
+        ),
     log:
         f"{LOGS}/plots/training_curves/{{arm}}.log",
+    params:
+        display_name=lambda wc: resolve_arm(config, wc.arm)["display_name"],
     script:
         "../scripts/plot_training_curves.py"
 
