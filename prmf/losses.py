@@ -49,7 +49,9 @@ def masked_valence_mse(pred: Tensor, target: Tensor) -> Tensor:
     """MSE between ``pred`` ``[B]`` and ``target`` ``[B]`` over non-NaN targets (scalar)."""
     target = target.to(device=pred.device, dtype=pred.dtype)
     known = ~torch.isnan(target)
-    diff = torch.where(known, pred - torch.where(known, target, target.new_zeros(())), pred.new_zeros(()))
+    # Unknown targets are replaced by 0 before the subtraction so that neither the
+    # value nor the gradient can become NaN; _masked_mean then drops them.
+    diff = pred - torch.where(known, target, target.new_zeros(()))
     return _masked_mean(diff.square(), known)
 
 
@@ -127,7 +129,8 @@ class VAELossComputer:
     def recon_term(self, recons: list[Tensor], targets: list[Tensor], present: Tensor) -> Tensor:
         """Mean per-dimension squared error over present (sample, modality) entries (scalar)."""
         err = torch.stack(
-            [(r - t.to(r.dtype)).square().mean(dim=-1) for r, t in zip(recons, targets)], dim=1
+            [F.mse_loss(r, t.to(r.dtype), reduction="none").mean(dim=-1) for r, t in zip(recons, targets)],
+            dim=1,
         )  # [B, M]
         return _masked_mean(err, present)
 

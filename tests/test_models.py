@@ -28,6 +28,8 @@ from prmf.models import (
     dropout_rate,
     masked_time_mean,
 )
+from prmf.models.attention import single_key_attention
+from prmf.models.encoders import bernoulli_keep_mask
 from prmf.losses import VAELossComputer
 
 DIMS = [6, 5, 4]
@@ -255,6 +257,28 @@ def test_proxy_attention_matches_formula():
         torch.testing.assert_close(attn(proxy, mu, w, present), expected)
 
 
+def test_single_key_attention_equals_multihead_attention_with_gradients():
+    torch.manual_seed(0)
+    block = torch.nn.MultiheadAttention(8, 4, batch_first=True)
+    query = torch.randn(3, 8)
+    kv = torch.randn(3, 8, requires_grad=True)
+    full, _ = block(query[:, None], kv[:, None], kv[:, None])
+    full = full[:, 0]
+    (full * torch.arange(8.0)).sum().backward()
+    grad_kv, grad_in = kv.grad.clone(), block.in_proj_weight.grad.clone()
+    kv.grad = None
+    block.zero_grad()
+    fast = single_key_attention(block, kv)
+    torch.testing.assert_close(fast, full)
+    (fast * torch.arange(8.0)).sum().backward()
+    torch.testing.assert_close(kv.grad, grad_kv)
+    torch.testing.assert_close(block.in_proj_weight.grad, grad_in)
+    assert torch.all(block.in_proj_weight.grad[:16] == 0)  # query/key rows: no signal
+    # with a single key the query does not matter
+    other, _ = block(torch.randn(3, 1, 8), kv[:, None], kv[:, None])
+    torch.testing.assert_close(other[:, 0], full)
+
+
 def test_proxy_attention_rejects_bad_heads():
     with pytest.raises(ValueError, match="num_attention_heads"):
         ProxyCrossModalAttention(3, 10, num_heads=4)
@@ -376,6 +400,21 @@ def test_input_dropout_distribution_and_eval_identity():
     assert abs((y == 0).float().mean().item() - 0.4) < 0.01
     drop.eval()
     assert drop(x) is x
+
+
+def test_bernoulli_keep_mask_rate_and_seed():
+    torch.manual_seed(0)
+    for p in (0.1, 0.25, 0.5):
+        keep = bernoulli_keep_mask(torch.Size([400, 1001]), p, torch.device("cpu"))
+        assert keep.dtype == torch.bool and keep.shape == (400, 1001)
+        assert abs(keep.float().mean().item() - (1 - p)) < 0.003
+        # the four 16-bit lanes of each 64-bit draw are each unbiased
+        lanes = keep.flatten()[: 400 * 1000].view(-1, 4).float().mean(0)
+        assert torch.all((lanes - (1 - p)).abs() < 0.006)
+    torch.manual_seed(1)
+    a = bernoulli_keep_mask(torch.Size([7, 9]), 0.3, torch.device("cpu"))
+    torch.manual_seed(1)
+    assert torch.equal(a, bernoulli_keep_mask(torch.Size([7, 9]), 0.3, torch.device("cpu")))
 
 
 def test_masked_time_mean():

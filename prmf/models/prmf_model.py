@@ -4,7 +4,7 @@
 
     (0) present <- modality dropout (training); absent inputs zeroed
     (1) use_vae:  (z_m, mu_m, logvar_m, std_m) = VariationalEncoder_m(x_m)
-        else:     h_m = Encoder_m(x_m), 0 for absent m
+        else:     h_m = Encoder_m(x_m)
     (2) use_vae:                      proxy, w, u = UncertaintyWeightedFusion(mu, std, present)
         not use_vae, proxy attention: proxy, w    = MaskedMeanFusion(h, present)       (Exp5)
         neither:                      proxy, w    = AttentionWeightFusion(h, present)  (Exp1)
@@ -133,8 +133,8 @@ class PRMFModel(MultimodalModel):
                     for x, n, frames in zip(xs, lengths, self.frame_level)
                 ]
         else:
+            # Absent h_m (encodings of zeroed inputs) are excluded by the fusion's mask.
             keys = torch.stack([enc(x, n) for enc, x, n in zip(self.encoders, xs, lengths)], dim=1)
-            keys = keys.masked_fill(~present.unsqueeze(-1), 0.0)
             proxy, weights = self.fusion(keys, present)
 
         rep = proxy if self.proxy_attention is None else self.proxy_attention(proxy, keys, weights, present)

@@ -88,3 +88,76 @@ def all_targets():
 
 # stage files (report.smk, robustness.smk) append their final outputs here
 EXTRA_TARGETS = []
+
+
+# ---- report stage: config access and input functions
+from pathlib import Path
+
+TABLES = "results/tables"
+REFERENCE_ARM = config["tables"]["reference_arm"]
+# ablation arms this study trains; the others are named as skipped in the table
+ABLATION_RUN_ARMS = [a for a in config["tables"]["ablation_arms"] if a in ARMS]
+# our exports first, then the external MERBench result folders of the config
+RESULT_DIRS = [EXPORTS] + list(config["extract"]["result_dirs"])
+
+
+def existing_external_result_dirs(wildcards):
+    """External result folders that exist: inputs, so adding a top-level file reruns.
+
+    Missing folders are not inputs (the job would not start); the scan reports them.
+    """
+    return [d for d in config["extract"]["result_dirs"] if Path(d).is_dir()]
+
+
+def arm_table_params():
+    """Resolved arms (display names, export names) in run order, for table rows."""
+    return {arm: resolve_arm(config, arm) for arm in ARMS}
+
+
+def model_display_names():
+    """Model (export) name -> display name: each run arm's, overridden by config display_names."""
+    names = {p["export_name"]: p["display_name"] for p in arm_table_params().values()}
+    names.update(config["display_names"])
+    return names
+
+
+def run_summaries(arms):
+    """summary.json of the given arms x seeds (none for an empty list)."""
+    return summaries(arms) if arms else []
+
+
+# ---- robustness stage: config access and input functions
+from prmf.robustness import RobustnessConfig
+
+ROBUSTNESS = RobustnessConfig.from_dict(config.get("robustness", {})).to_dict()
+ROBUSTNESS_DIR = f"results/robustness/{DATASET}"
+ROBUSTNESS_TABLE = "results/tables/robustness.md"
+PLOTS = "results/plots"
+# the split the single-split figures show: the first test split evaluated, else cv
+ROBUSTNESS_FIGURE_SPLIT = next(
+    (s for s in ROBUSTNESS["splits"] if s != "cv"), ROBUSTNESS["splits"][0]
+)
+FIGURE_FORMATS = ["png", "svg"]
+
+
+def robustness_tsvs(wildcards=None):
+    return expand(f"{ROBUSTNESS_DIR}/{{arm}}/seed{{seed}}.tsv", arm=ARMS, seed=SEEDS)
+
+
+def arm_display_names():
+    """Run arms (in order) -> display name of the resolved arm."""
+    return {arm: resolve_arm(config, arm)["display_name"] for arm in ARMS}
+
+
+def figure(name, category="Robustness", subcategory="Figures"):
+    """The PNG and SVG of a figure, wrapped for the report."""
+    files = []
+    for ext in FIGURE_FORMATS:
+        labels = {"figure": name, "format": ext.upper()}
+        kw = dict(category=category, subcategory=subcategory, labels=labels)
+        files.append(report(f"{PLOTS}/{name}.{ext}", **kw))
+    return files
+
+
+def figure_files(name):
+    return [f"{PLOTS}/{name}.{ext}" for ext in FIGURE_FORMATS]

@@ -6,13 +6,15 @@ rule prepare_dataset:
         unpack(prepare_inputs),
     output:
         store=f"{DATA}/features.h5",
-    params:
-        dataset=dataset_params(),
-        workers=config["dataset"]["import_workers"],
     log:
         f"{LOGS}/prepare_dataset.log",
     benchmark:
         f"{BENCH}/prepare_dataset.tsv"
+    conda:
+        "../envs/prmf.yaml"
+    params:
+        dataset=dataset_params(),
+        workers=config["dataset"]["import_workers"],
     script:
         "../scripts/prepare_dataset.py"
 
@@ -23,10 +25,12 @@ rule validate_features:
     output:
         json=f"{DATA}/validation.json",
         md=report(f"{DATA}/validation.md", category="Data"),
-    params:
-        expected_dims=expected_dims(),
     log:
         f"{LOGS}/validate_features.log",
+    conda:
+        "../envs/prmf.yaml"
+    params:
+        expected_dims=expected_dims(),
     script:
         "../scripts/validate_features.py"
 
@@ -37,10 +41,12 @@ rule make_folds:
         validation=rules.validate_features.output.json,
     output:
         folds=f"{DATA}/folds.json",
+    log:
+        f"{LOGS}/make_folds.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         n_folds=config["cv"]["folds"],
         split_seed=config["cv"]["split_seed"],
-    log:
-        f"{LOGS}/make_folds.log",
     script:
         "../scripts/make_folds.py"

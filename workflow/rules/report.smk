@@ -2,39 +2,6 @@
 #
 # Every table is its own rule with only the inputs it reads, so e.g.
 # `snakemake results/tables/ablation.md` trains only the ablation arms.
-from pathlib import Path
-
-TABLES = "results/tables"
-REFERENCE_ARM = config["tables"]["reference_arm"]
-# ablation arms this study trains; the others are named as skipped in the table
-ABLATION_RUN_ARMS = [a for a in config["tables"]["ablation_arms"] if a in ARMS]
-# our exports first, then the external MERBench result folders of the config
-RESULT_DIRS = [EXPORTS] + list(config["extract"]["result_dirs"])
-
-
-def existing_external_result_dirs(wildcards):
-    """External result folders that exist: inputs, so adding a top-level file reruns.
-
-    Missing folders are not inputs (the job would not start); the scan reports them.
-    """
-    return [d for d in config["extract"]["result_dirs"] if Path(d).is_dir()]
-
-
-def arm_table_params():
-    """Resolved arms (display names, export names) in run order, for table rows."""
-    return {arm: resolve_arm(config, arm) for arm in ARMS}
-
-
-def model_display_names():
-    """Model (export) name -> display name: each run arm's, overridden by config display_names."""
-    names = {p["export_name"]: p["display_name"] for p in arm_table_params().values()}
-    names.update(config["display_names"])
-    return names
-
-
-def run_summaries(arms):
-    """summary.json of the given arms x seeds (none for an empty list)."""
-    return summaries(arms) if arms else []
 
 
 rule extract_best:
@@ -46,6 +13,8 @@ rule extract_best:
         tsv=report(f"{TABLES}/best_results.tsv", category="Tables"),
     log:
         f"{LOGS}/tables/extract_best.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         result_dirs=RESULT_DIRS,
         display_names=model_display_names(),
@@ -62,6 +31,8 @@ rule comparison_table:
         md=report(f"{TABLES}/comparison.md", category="Tables"),
     log:
         f"{LOGS}/tables/comparison.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         table="comparison",
         arms=arm_table_params(),
@@ -78,6 +49,8 @@ rule prmf_best_table:
         md=report(f"{TABLES}/prmf_best.md", category="Tables"),
     log:
         f"{LOGS}/tables/prmf_best.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         table="prmf_best",
         arm=REFERENCE_ARM,
@@ -93,6 +66,8 @@ rule sources_table:
         md=report(f"{TABLES}/sources.md", category="Tables"),
     log:
         f"{LOGS}/tables/sources.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         table="sources",
         result_dirs=RESULT_DIRS,
@@ -107,6 +82,8 @@ rule ablation_table:
         md=report(f"{TABLES}/ablation.md", category="Tables"),
     log:
         f"{LOGS}/tables/ablation.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         table="ablation",
         arms=arm_table_params(),

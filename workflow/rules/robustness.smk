@@ -2,40 +2,6 @@
 # models of every arm x seed (inference only), then a table and figures.
 # Protocol settings: prmf.robustness.RobustnessConfig, overridable by an optional
 # `robustness:` block of the config.
-from prmf.robustness import RobustnessConfig
-
-ROBUSTNESS = RobustnessConfig.from_dict(config.get("robustness", {})).to_dict()
-ROBUSTNESS_DIR = f"results/robustness/{DATASET}"
-ROBUSTNESS_TABLE = "results/tables/robustness.md"
-PLOTS = "results/plots"
-# the split the single-split figures show: the first test split evaluated, else cv
-ROBUSTNESS_FIGURE_SPLIT = next(
-    (s for s in ROBUSTNESS["splits"] if s != "cv"), ROBUSTNESS["splits"][0]
-)
-FIGURE_FORMATS = ["png", "svg"]
-
-
-def robustness_tsvs(wildcards=None):
-    return expand(f"{ROBUSTNESS_DIR}/{{arm}}/seed{{seed}}.tsv", arm=ARMS, seed=SEEDS)
-
-
-def arm_display_names():
-    """Run arms (in order) -> display name of the resolved arm."""
-    return {arm: resolve_arm(config, arm)["display_name"] for arm in ARMS}
-
-
-def figure(name, category="Robustness", subcategory="Figures"):
-    """The PNG and SVG of a figure, wrapped for the report."""
-    files = []
-    for ext in FIGURE_FORMATS:
-        labels = {"figure": name, "format": ext.upper()}
-        kw = dict(category=category, subcategory=subcategory, labels=labels)
-        files.append(report(f"{PLOTS}/{name}.{ext}", **kw))
-    return files
-
-
-def figure_files(name):
-    return [f"{PLOTS}/{name}.{ext}" for ext in FIGURE_FORMATS]
 
 
 rule evaluate_robustness:
@@ -50,6 +16,8 @@ rule evaluate_robustness:
         f"{LOGS}/robustness/{{arm}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/robustness/{{arm}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/prmf.yaml"
     threads: RUNTIME["threads"]
     params:
         arm=arm_params,
@@ -66,6 +34,8 @@ rule robustness_table:
         md=report(ROBUSTNESS_TABLE, category="Robustness", subcategory="Tables"),
     log:
         f"{LOGS}/robustness/table.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         display_names=arm_display_names(),
         modalities=config["dataset"]["modalities"],
@@ -83,6 +53,8 @@ rule plot_missing_rate:
         svg=figure("robustness_missing_rate")[1],
     log:
         f"{LOGS}/plots/robustness_missing_rate.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         display_names=arm_display_names(),
         rates=ROBUSTNESS["missing_rates"],
@@ -100,6 +72,8 @@ rule plot_subsets:
         svg=figure("robustness_subsets")[1],
     log:
         f"{LOGS}/plots/robustness_subsets.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         display_names=arm_display_names(),
         modalities=config["dataset"]["modalities"],
@@ -116,6 +90,8 @@ rule plot_fusion_weights:
         svg=figure("robustness_fusion_weights")[1],
     log:
         f"{LOGS}/plots/robustness_fusion_weights.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         display_names=arm_display_names(),
         modalities=config["dataset"]["modalities"],
@@ -147,6 +123,8 @@ rule plot_training_curves:
         ),
     log:
         f"{LOGS}/plots/training_curves/{{arm}}.log",
+    conda:
+        "../envs/prmf.yaml"
     params:
         display_name=lambda wc: resolve_arm(config, wc.arm)["display_name"],
     script:

@@ -11,16 +11,18 @@ rule train_fold:
         predictions=f"{RUNS}/{{arm}}/seed{{seed}}/fold{{fold}}/predictions.npz",
         metrics=f"{RUNS}/{{arm}}/seed{{seed}}/fold{{fold}}/metrics.json",
         history=f"{RUNS}/{{arm}}/seed{{seed}}/fold{{fold}}/history.tsv",
-    params:
-        arm=arm_params,
-        device=RUNTIME["device"],
-    threads: RUNTIME["threads"]
-    resources:
-        gpu=1,
     log:
         f"{LOGS}/train/{{arm}}/seed{{seed}}/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/train/{{arm}}/seed{{seed}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/prmf.yaml"
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=1,
+    params:
+        arm=arm_params,
+        device=RUNTIME["device"],
     script:
         "../scripts/train_fold.py"
 
@@ -34,13 +36,15 @@ rule aggregate_run:
         cv=f"{RUNS}/{{arm}}/seed{{seed}}/predictions_cv.npz",
         test1=f"{RUNS}/{{arm}}/seed{{seed}}/predictions_test1.npz",
         exports=directory(f"{EXPORTS}/{{arm}}/seed{{seed}}"),
-    params:
-        arm=arm_params,
-        dataset=DATASET,
-        features=feature_names(),
     log:
         f"{LOGS}/aggregate/{{arm}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/aggregate/{{arm}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/prmf.yaml"
+    params:
+        arm=arm_params,
+        dataset=DATASET,
+        features=feature_names(),
     script:
         "../scripts/aggregate_run.py"
