@@ -36,8 +36,9 @@ def worker(arm: str, device: str, epochs: int, threads: int) -> dict:
 
     from prmf.losses import VAELossComputer
     from prmf.models import build_model
-    from prmf.train import TensorSet, make_optimizer, predict, train_epoch
+    from prmf.train import TensorSet, make_optimizer, predict, train_epoch, tune_allocator
 
+    tune_allocator()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)

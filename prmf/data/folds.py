@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from prmf.data.store import FeatureStore
 
@@ -18,6 +17,8 @@ def make_folds(store: FeatureStore, n_folds: int = 5, seed: int = 0) -> dict:
     "val"}]}`` with sample *names* (not row indices), so folds stay valid if the store is
     rewritten in another order.
     """
+    from sklearn.model_selection import StratifiedKFold  # lazy: ~1.5 s import, not needed to read folds
+
     idx = store.indices("train")
     labels = store.labels[idx]
     smallest = int(np.bincount(labels).min(initial=0)) if len(labels) else 0
