@@ -367,30 +367,6 @@ def test_toy_workflow_through_slurm(slurm_cluster: SlurmCluster, tmp_path: Path,
     show(capsys, f"test_toy_workflow_through_slurm: wall time {time.monotonic() - started:.1f}s")
 
 
-@pytest.mark.slurm
-def test_failing_job_is_a_failed_slurm_job(slurm_cluster: SlurmCluster, tmp_path: Path, capsys) -> None:
-    cluster = slurm_cluster
-    started = time.monotonic()
-    project = make_toy_project(tmp_path / "toy")
-    profile_dir = write_profile(tmp_path / "profile", cluster_profile_for(cluster))
-    env = snakemake_env(cluster.env)
-
-    res = run_snakemake_cmd(
-        project, "--workflow-profile", str(profile_dir), "--retries", "0", "out/broken.txt", env=env
-    )
-    log = res.stdout
-    (tmp_path / "snakemake.log").write_text(log)
-    assert res.returncode != 0, log[-8000:]
-    submitted = submitted_jobs(log)
-    assert len(submitted) == 1, log[-8000:]
-    ((_, slurm_id),) = submitted
-    assert (slurm_id, "FAILED") in FAILED_RE.findall(log), log[-8000:]
-    assert "Error in rule broken" in log
-    assert cluster.job_table()[slurm_id]["state"] == "FAILED"
-    assert not (project / "out" / "broken.txt").exists()
-    show(capsys, f"test_failing_job_is_a_failed_slurm_job: wall time {time.monotonic() - started:.1f}s")
-
-
 # --------------------------------------------------------------------------- the pipeline
 
 TIMESTAMP_RE = re.compile(r"_\d{9,11}(?:\.\d+)?\.npz")
