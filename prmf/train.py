@@ -149,7 +149,9 @@ def predict(model: torch.nn.Module, data: TensorSet, batch_size: int = 1024,
         val.append(out.valence.float().cpu())
         nan = torch.full((len(idx), m), float("nan"))
         w.append(out.fusion_weights.float().cpu() if out.fusion_weights is not None else nan)
-        u.append(out.uncertainty.float().cpu() if out.uncertainty is not None else nan)
+        # an absent modality has no uncertainty: NaN, not the model's placeholder 0
+        u.append(out.uncertainty.float().cpu().masked_fill(~out.present.cpu(), float("nan"))
+                 if out.uncertainty is not None else nan)
     cat = lambda xs_, shape: torch.cat(xs_).numpy() if xs_ else np.zeros(shape, np.float32)  # noqa: E731
     return Predictions(
         names=data.names,
