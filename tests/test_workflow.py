@@ -196,3 +196,10 @@ def test_editing_one_arm_reruns_only_that_arm(study):
     finally:
         cfg["arms"]["exp4"]["tau"] = 0.8
         write_config(project, cfg)
+
+
+def test_workflow_is_lint_clean_and_formatted(data_project):
+    lint = subprocess.run(["python", "-m", "snakemake", "--lint"], cwd=data_project, capture_output=True, text=True)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
+    fmt = subprocess.run(["snakefmt", "--check", "workflow"], cwd=data_project, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr[-3000:]

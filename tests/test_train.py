@@ -1,0 +1,82 @@
+"""Training of one fold: determinism, early stopping, selection, device fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from prmf.data.folds import make_folds
+from prmf.data.synthetic import SyntheticConfig, generate
+from prmf.train import resolve_device, train_fold
+
+ARM = {"arm": "exp4", "model": "prmf", "use_vae": True, "use_proxy_attention": True,
+       "use_modality_dropout": True, "kl_weight": 0.005, "recon_weight": 0.15, "cross_kl_weight": 0.01,
+       "tau": 0.8, "warmup_epochs": 1, "hidden_dim": 16, "num_attention_heads": 2, "dropout": 0.2,
+       "modality_dropout_max": 0.5, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32, "epochs": 4,
+       "early_stop": 4}
+
+
+@pytest.fixture(scope="module")
+def data():
+    store = generate(SyntheticConfig(scale=0.08, dims={"audio": 6, "text": 8, "video": 5}))
+    return store, make_folds(store, 2, seed=0)
+
+
+def test_same_seed_gives_identical_predictions(data):
+    store, folds = data
+    a = train_fold(store, folds, 0, ARM, seed=3, device="cpu")
+    b = train_fold(store, folds, 0, ARM, seed=3, device="cpu")
+    for split in ("val", "test1", "test2", "test3"):
+        np.testing.assert_array_equal(a.predictions[split].logits, b.predictions[split].logits)
+        np.testing.assert_array_equal(a.predictions[split].valence, b.predictions[split].valence)
+    c = train_fold(store, folds, 0, ARM, seed=4, device="cpu")
+    assert not np.array_equal(a.predictions["test1"].logits, c.predictions["test1"].logits)
+
+
+def test_best_epoch_selection_and_early_stop(data):
+    store, folds = data
+    arm = {**ARM, "epochs": 30, "early_stop": 2, "lr": 0.05}
+    res = train_fold(store, folds, 1, arm, seed=0, device="cpu")
+    scores = [h["val_score"] for h in res.history]
+    assert res.best_epoch == int(np.argmax(scores))
+    # stopped exactly `early_stop` epochs after the best one, or ran out of epochs
+    assert res.epochs_run == min(30, res.best_epoch + 1 + 2)
+    # the restored weights reproduce the best epoch's validation metrics
+    assert res.metrics["val"]["f1"] == pytest.approx(res.history[res.best_epoch]["val_f1"])
+    # valence is known on val: selection score = f1 - 0.25 * mse
+    h = res.history[res.best_epoch]
+    assert h["val_score"] == pytest.approx(h["val_f1"] - 0.25 * h["val_mse"])
+    # predictions cover the fold's held-out part and every test split
+    assert len(res.predictions["val"].names) == len(folds["folds"][1]["val"])
+    assert res.metrics["test3"]["val_mse"] is None
+    # absent modalities (test2, flagged by the source) carry no uncertainty
+    t2 = res.predictions["test2"]
+    absent = np.stack([store.missing[m][store.split == "test2"] for m in store.modalities], 1)
+    assert absent.any() and np.isnan(t2.uncertainty[absent]).all()
+    assert np.all(t2.fusion_weights[absent] == 0)
+
+
+def test_history_records_dropout_schedule_and_weights(data):
+    store, folds = data
+    res = train_fold(store, folds, 0, ARM, seed=0, device="cpu")
+    rates = [h["modality_dropout_rate"] for h in res.history]
+    # warmup 1, E 4, p_max 0.5: p(e) = 0.5 * (e - 1) / 3
+    assert rates == pytest.approx([0.0, 0.0, 0.5 / 3, 1.0 / 3])
+    assert all(abs(sum(h[f"weight_{m}"] for m in store.modalities) - 1) < 1e-5 for h in res.history)
+
+
+def test_device_auto_falls_back_to_cpu_with_warning(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    messages = []
+    assert resolve_device("auto", warn=messages.append) == torch.device("cpu")
+    assert "no CUDA device visible" in messages[0]
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        resolve_device("cuda")
+
+
+def test_stale_folds_are_refused(data):
+    store, folds = data
+    bad = {**folds, "folds": [{"fold": 0, "train": folds["folds"][0]["train"], "val": ["no_such_sample"]}]}
+    with pytest.raises(ValueError, match="rerun make_folds"):
+        train_fold(store, bad, 0, ARM, seed=0, device="cpu")
