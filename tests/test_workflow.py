@@ -181,6 +181,18 @@ def test_rerun_does_nothing(study):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_study_writes_all_tables_and_one_table_target_is_up_to_date(study):
+    project, _ = study
+    tables = project / "results/tables"
+    for name in ("best_results.md", "best_results.tsv", "comparison.md", "prmf_best.md", "sources.md",
+                 "ablation.md", "robustness.md"):
+        assert (tables / name).stat().st_size > 200, name
+    assert "Exp4: P-RMF (full)" in (tables / "comparison.md").read_text()
+    assert "—" in (tables / "prmf_best.md").read_text()  # test3 has no valence
+    proc = run_snakemake(project, "results/tables/ablation.md")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
 def test_editing_one_arm_reruns_only_that_arm(study):
     project, _ = study
     cfg = read_config(project)
@@ -193,6 +205,19 @@ def test_editing_one_arm_reruns_only_that_arm(study):
         aggs = _wildcard_jobs(proc, "aggregate_run")
         assert aggs and all("arm=exp4" in w for w in aggs)
         assert not any("arm=baseline" in w for w in _wildcard_jobs(proc, "evaluate_robustness"))
+        # run it: exp4's exports are replaced, baseline's are untouched
+        base_dir = project / "results/exports/tiny/baseline/seed0"
+        exp4_dir = project / "results/exports/tiny/exp4/seed0"
+        before_base = {p.name: p.stat().st_mtime_ns for p in base_dir.glob("*.npz")}
+        before_exp4 = {p.name for p in exp4_dir.glob("*.npz")}
+        proc = run_snakemake(project)
+        counts = jobs_run(proc)
+        assert counts["train_fold"] == 2 and counts["aggregate_run"] == 1
+        assert {p.name: p.stat().st_mtime_ns for p in base_dir.glob("*.npz")} == before_base
+        after_exp4 = {p.name for p in exp4_dir.glob("*.npz")}
+        assert len(after_exp4) == 4 and not (after_exp4 & before_exp4)
+        hyper = json.loads((project / "results/runs/tiny/exp4/seed0/summary.json").read_text())["hyper"]
+        assert hyper["tau"] == 0.5
     finally:
         cfg["arms"]["exp4"]["tau"] = 0.8
         write_config(project, cfg)
