@@ -144,8 +144,7 @@ def predict(model: torch.nn.Module, data: TensorSet, batch_size: int = 1024,
         idx = torch.arange(start, min(n, start + batch_size), device=data.labels.device)
         xs, pres, lengths, _, _ = data.batch(idx)
         if present is not None:
-            pres = present[idx]
-            xs = [x * pres[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype) for j, x in enumerate(xs)]
+            pres = present[idx]  # the model masks (and zeroes) absent modalities itself
         out = model(xs, pres, lengths)
         logits.append(out.logits.float().cpu())
         val.append(out.valence.float().cpu())
