@@ -93,7 +93,8 @@ def main() -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     name = torch.cuda.get_device_name(0) if "cuda" in devices else ""
     print(f"torch {torch.__version__}, {a.threads} CPU threads{', GPU ' + name if name else ''}; "
-          f"MER2023 shape: {N_TRAIN} train samples/fold, dims {DIMS}, hidden 128, batch 32; median of {a.epochs} epochs\n")
+          f"MER2023 shape: {N_TRAIN} train samples/fold, dims {DIMS}, hidden 128, batch 32; "
+          f"median of {a.epochs} epochs\n")
     print("| arm | device | steps/epoch | train s/epoch | ms/step | eval s/pass (2698 samples) | peak RSS MiB |")
     print("|---|---|--:|--:|--:|--:|--:|")
     for r in rows:

@@ -660,7 +660,7 @@ def _table(stats, arms: Sequence[str], names: Mapping[str, str], split: str,
             best[c] = min(vals) if metric in LOWER_IS_BETTER else max(vals)
     for a in arms:
         row = []
-        for c, (_, _, metric) in enumerate(columns):
+        for c in range(len(columns)):
             mean, std = cells.get((a, c), (np.nan, np.nan))
             s = _fmt(mean, std, scale, digits)
             is_best = c in best and np.isfinite(mean) and abs(mean - best[c]) <= 1e-12

@@ -413,7 +413,9 @@ def _hyper(runs: Sequence[Summary], key: str) -> Any:
     return runs[0].get("hyper", {}).get(key)
 
 
-def _differing_hypers(groups: Mapping[str, list[Summary]], arms: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+def _differing_hypers(
+    groups: Mapping[str, list[Summary]], arms: Sequence[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
     """Hyper columns whose values differ between ``arms``, and ``key=value`` texts of the shared ones."""
     differing, shared = [], []
     for key, label in HYPER_COLUMNS:
@@ -442,7 +444,8 @@ def _ablation_rows(
             for metric, label in METRIC_LABELS:
                 row[f"{split} {label}"] = format_mean_std(split_values(runs, split, metric))
         rows.append(row)
-    columns = ["Arm", "Method", *(l for _, l in SWITCH_COLUMNS), *(l for _, l in hypers), "Seeds", *_metric_columns()]
+    columns = ["Arm", "Method", *(lab for _, lab in SWITCH_COLUMNS), *(lab for _, lab in hypers), "Seeds",
+               *_metric_columns()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -504,7 +507,7 @@ def _paired_split_table(groups: Mapping[str, list[Summary]], reference: str, oth
             row[f"Δ {label} (pp)"] = _format_diff(test["diff"])
             row[f"p ({label})"] = _format_p(test["p"], test["why"])
         rows.append(row)
-    columns = ["Comparison", "Pairs"] + [c for _, l in METRIC_LABELS for c in (f"Δ {l} (pp)", f"p ({l})")]
+    columns = ["Comparison", "Pairs"] + [c for _, lab in METRIC_LABELS for c in (f"Δ {lab} (pp)", f"p ({lab})")]
     return markdown_table(pd.DataFrame(rows, columns=columns), ["l", "r", "r", "r", "r", "r"])
 
 

@@ -313,7 +313,7 @@ def start_slurm_cluster(gpus: int = FAKE_GPUS) -> Iterator[SlurmCluster]:
             for path in (munge_dir, key):
                 shutil.chown(path, "munge", "munge")
         except (LookupError, PermissionError) as err:
-            raise SlurmStartError(f"cannot hand the munge dir to user munge: {err}")
+            raise SlurmStartError(f"cannot hand the munge dir to user munge: {err}") from err
         munge_socket = munge_dir / "munge.socket"
         # munged writes its pid file as the munge user, so it lives in munge_dir
         munge_pid = munge_dir / "munged.pid"

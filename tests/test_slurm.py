@@ -51,7 +51,8 @@ RUN_TIMEOUT = 420  # seconds for one snakemake run against the cluster
 
 def require_plugin() -> None:
     pytest.importorskip(
-        "snakemake_executor_plugin_slurm", reason="snakemake-executor-plugin-slurm not installed (pip install 'prmf[slurm]')"
+        "snakemake_executor_plugin_slurm",
+        reason="snakemake-executor-plugin-slurm not installed (pip install 'prmf[slurm]')",
     )
 
 

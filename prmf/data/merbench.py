@@ -538,7 +538,8 @@ def _scan(root, features, frame_level, max_frames, workers, progress) -> _Scan:
             items = [f"{labels.names[r]} (D={rows[r].shape[-1]})" for r in odd]
             problems.append(
                 Problem("error", str(folders[mod]),
-                        f"inconsistent feature dims: {dims[ref]} sample(s) have D={ref}, {len(odd)} differ: {_first(items)}",
+                        f"inconsistent feature dims: {dims[ref]} sample(s) have D={ref}, "
+                        f"{len(odd)} differ: {_first(items)}",
                         "all files of one feature folder must come from the same extractor; re-extract the odd ones",
                         sample=labels.names[odd[0]])
             )  # fmt: skip

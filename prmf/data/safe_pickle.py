@@ -13,7 +13,8 @@ those members ourselves:
   reconstruction machinery, numpy dtypes / scalar types and a handful of plain
   builtin containers (plus ``_codecs.encode``, replaced by a latin-1-only stand-in,
   which protocol-2 pickles from numpy < 1.17 use to spell ``bytes``).  Anything
-  else (``os.system``, ``builtins.eval``, a user class, ...) raises :class:`UnsafePickleError` *before* it can be called;
+  else (``os.system``, ``builtins.eval``, a user class, ...) raises
+  :class:`UnsafePickleError` *before* it can be called;
 * non-object members are read with ``allow_pickle=False``.
 """
 
