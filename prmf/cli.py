@@ -15,20 +15,25 @@ import sys
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from prmf.data.prepare import build_store
     from prmf.data.store import write_store
-    from prmf.data.synthetic import SyntheticConfig, generate
 
-    block, name = {}, "synthetic"
+    dataset = {"name": "synthetic", "source": "synthetic", "synthetic": {}}
     if args.config:
         from prmf.config import load_config
 
-        cfg = load_config(args.config)
-        block, name = dict(cfg["dataset"].get("synthetic", {})), cfg["dataset"]["name"]
+        dataset = load_config(args.config)["dataset"]
+        if dataset["source"] != "synthetic":
+            print(f"{args.config}: dataset.source is {dataset['source']!r}, not 'synthetic'", file=sys.stderr)
+            return 2
+    dataset = {**dataset, "synthetic": dict(dataset.get("synthetic") or {})}
     if args.seed is not None:
-        block["seed"] = args.seed
+        dataset["synthetic"]["seed"] = args.seed
     if args.scale is not None:
-        block["scale"] = args.scale
-    store = generate(SyntheticConfig.from_dict(block), dataset=args.dataset or name)
+        dataset["synthetic"]["scale"] = args.scale
+    if args.dataset:
+        dataset["name"] = args.dataset
+    store = build_store(dataset)  # the same store the pipeline's prepare_dataset writes
     digest = write_store(args.output, store)
     sizes = {s: int((store.split == s).sum()) for s in ("train", "test1", "test2", "test3")}
     print(f"wrote {args.output}: {len(store)} samples {sizes}, dims {store.dims()}, sha256 {digest[:12]}")
@@ -62,7 +67,7 @@ def _train_fold(args: argparse.Namespace) -> int:
     from prmf.config import load_config, resolve_arm, runtime_settings
     from prmf.data.folds import read_folds
     from prmf.data.store import read_store
-    from prmf.train import save_fold, train_fold
+    from prmf.train import fold_output_paths, save_fold, train_fold
 
     cfg = load_config(args.config)
     arm = resolve_arm(cfg, args.arm)
@@ -70,7 +75,7 @@ def _train_fold(args: argparse.Namespace) -> int:
     store = read_store(args.store)
     res = train_fold(store, read_folds(args.folds), args.fold, arm, args.seed, device=args.device or rt["device"],
                      threads=args.threads or rt["threads"], progress=lambda s: print(s, file=sys.stderr))
-    save_fold(res, args.outdir, store, arm, args.seed, args.fold)
+    save_fold(res, store, arm, args.seed, args.fold, **fold_output_paths(args.outdir))
     print(f"fold {args.fold}: best epoch {res.best_epoch + 1}, val {res.metrics['val']}")
     return 0
 

@@ -71,6 +71,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from prmf.predictions import softmax
+
 log = logging.getLogger(__name__)
 
 #: conditions whose metric is better when lower
@@ -296,12 +298,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(spearmanr(x[ok], y[ok]).statistic)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per column mean of ``values`` ``[N, M]`` over rows where ``mask``; NaN where none."""
     with np.errstate(invalid="ignore"):
@@ -515,7 +511,7 @@ def evaluate_population(pop: _Population, store, cfg: RobustnessConfig) -> list[
         vals = {**_emotion(out, labels, vtrue), **_diag(out, mods), "n": n}
         if len(subset) == m:
             clean = out
-            vals["ece"] = expected_calibration_error(_softmax(out.logits.astype(np.float64)), labels, cfg.ece_bins)
+            vals["ece"] = expected_calibration_error(softmax(out.logits.astype(np.float64)), labels, cfg.ece_bins)
         sub_metrics[subset] = vals
         emit(subset_condition(subset), vals)
     incomplete = [v for s, v in sub_metrics.items() if len(s) < m]

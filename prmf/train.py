@@ -308,23 +308,28 @@ def train_fold(
     )
 
 
-def save_fold(result: FoldResult, outdir: str | Path, store: FeatureStore, arm: dict, seed: int, fold: int,
-              model_path=None, predictions_path=None, metrics_path=None, history_path=None) -> None:
-    """Write ``model.pt``, ``predictions.npz``, ``metrics.json``, ``history.tsv`` of one fold."""
+def fold_output_paths(outdir: str | Path) -> dict[str, Path]:
+    """The four files of one fold inside ``outdir``."""
+    outdir = Path(outdir)
+    return {"model": outdir / "model.pt", "predictions": outdir / "predictions.npz",
+            "metrics": outdir / "metrics.json", "history": outdir / "history.tsv"}
+
+
+def save_fold(result: FoldResult, store: FeatureStore, arm: dict, seed: int, fold: int, *,
+              model: str | Path, predictions: str | Path, metrics: str | Path, history: str | Path) -> None:
+    """Write ``model.pt`` (state dict), ``predictions.npz``, ``metrics.json``, ``history.tsv`` of one fold."""
     import pandas as pd
 
     from prmf.predictions import write_predictions
 
-    outdir = Path(outdir) if outdir is not None else Path(model_path).parent
-    outdir.mkdir(parents=True, exist_ok=True)
-    model_path = Path(model_path or outdir / "model.pt")
-    torch.save(result.state_dict, model_path)
+    for path in (model, predictions, metrics, history):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(result.state_dict, model)
     args = {"arm": arm, "seed": seed, "fold": fold, "dataset": store.dataset,
             "store_hash": store.content_hash, "device": result.device}
-    write_predictions(predictions_path or outdir / "predictions.npz", result.predictions,
-                      store.class_names, store.modalities, args)
+    write_predictions(predictions, result.predictions, store.class_names, store.modalities, args)
     info = {"arm": arm["arm"], "seed": seed, "fold": fold, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 3),
             "device": result.device, "metrics": result.metrics}
-    Path(metrics_path or outdir / "metrics.json").write_text(json.dumps(info, indent=2) + "\n")
-    pd.DataFrame(result.history).to_csv(history_path or outdir / "history.tsv", sep="\t", index=False)
+    Path(metrics).write_text(json.dumps(info, indent=2) + "\n")
+    pd.DataFrame(result.history).to_csv(history, sep="\t", index=False)

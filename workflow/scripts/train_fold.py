@@ -20,4 +20,14 @@ result = train_fold(
     progress=lambda line: print(line, file=sys.stderr),
 )
 out = snakemake.output
-save_fold(result, None, store, arm, seed, fold, out.model, out.predictions, out.metrics, out.history)
+save_fold(
+    result,
+    store,
+    arm,
+    seed,
+    fold,
+    model=out.model,
+    predictions=out.predictions,
+    metrics=out.metrics,
+    history=out.history,
+)
