@@ -6,7 +6,14 @@ epoch loop for the attention baseline and the full P-RMF arm (Exp4), on CPU
 (``--threads``, default 2) and on CUDA when present. Each (arm, device) runs in
 a fresh subprocess so peak RSS is its own. Prints one Markdown table.
 
-    python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--devices cpu,cuda]
+A "floor" row per arm (``--floor``, on by default) times only the arm's matrix
+products and its Adam step: every GEMM layer of the real model (same shapes,
+batch 32) runs forward and backward on random inputs (input gradients only
+where the model needs them), then ``LeanAdam`` updates all of the model's
+parameters. No dropout, masking, fusion, loss or sampling work is done, so
+the real loop cannot be faster than this row on the same machine.
+
+    python benchmarks/bench_train.py [--epochs 5] [--threads 2] [--devices cpu,cuda] [--no-floor]
 """
 
 from __future__ import annotations
@@ -71,16 +78,83 @@ def worker(arm: str, device: str, epochs: int, threads: int) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def gemm_floor_step(model, batch: int, device):
+    """A closure running one step of ``model``'s matrix products (forward + backward) and its Adam update."""
+    import torch
+
+    from prmf.models import InputMajorLinear, StackedLinear
+    from prmf.train import make_optimizer
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    rand = lambda *shape, grad=False: torch.randn(*shape, device=device, generator=gen).requires_grad_(grad)  # noqa: E731
+    jobs = []  # (function of input, input, output-grad)
+    for mod in model.modules():
+        if isinstance(mod, InputMajorLinear):  # the wide first layers: no input gradient
+            jobs.append((mod, rand(batch, mod.in_features), rand(batch, mod.out_features)))
+        elif isinstance(mod, StackedLinear):
+            jobs.append((mod, rand(mod.num_layers, batch, mod.in_features, grad=True),
+                         rand(mod.num_layers, batch, mod.out_features)))
+        elif isinstance(mod, torch.nn.Linear) and not isinstance(mod, torch.nn.modules.linear.NonDynamicallyQuantizableLinear):
+            jobs.append((mod, rand(batch, mod.in_features, grad=True), rand(batch, mod.out_features)))
+        elif isinstance(mod, torch.nn.MultiheadAttention):  # single key: value + output projections
+            h = mod.embed_dim
+            fn = lambda x, m=mod, h=h: m.out_proj(torch.nn.functional.linear(x, m.in_proj_weight[2 * h:], m.in_proj_bias[2 * h:]))  # noqa: E731
+            jobs.append((fn, rand(batch, h, grad=True), rand(batch, h)))
+    opt = make_optimizer(model, 3e-4, 1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        outs = [fn(x) for fn, x, _ in jobs]
+        torch.autograd.backward(outs, [g for _, _, g in jobs])
+        opt.step()
+
+    return step
+
+
+def floor_worker(arm: str, device: str, epochs: int, threads: int) -> dict:
+    import torch
+
+    from prmf.models import build_model
+    from prmf.train import tune_allocator
+
+    tune_allocator()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    params = {**COMMON, **ARMS[arm]}
+    model = build_model(params, list(DIMS), 6).to(dev)
+    step = gemm_floor_step(model, params["batch_size"], dev)
+    steps = -(-N_TRAIN // params["batch_size"])
+    times = []
+    for _ in range(epochs + 1):
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return {"arm": f"{arm} floor", "device": device, "threads": threads,
+            "train_s_per_epoch": statistics.median(times[1:]), "eval_s_per_pass": float("nan"),
+            "steps_per_epoch": steps,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--devices", default="cpu,cuda")
     p.add_argument("--arms", default="baseline,exp4")
+    p.add_argument("--no-floor", dest="floor", action="store_false",
+                   help="skip the matrix-products-and-Adam-only floor rows")
     p.add_argument("--worker", nargs=2, metavar=("ARM", "DEVICE"), help=argparse.SUPPRESS)
+    p.add_argument("--floor-worker", nargs=2, metavar=("ARM", "DEVICE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
         print(json.dumps(worker(a.worker[0], a.worker[1], a.epochs, a.threads)))
+        return
+    if a.floor_worker:
+        print(json.dumps(floor_worker(a.floor_worker[0], a.floor_worker[1], a.epochs, a.threads)))
         return
     import torch
 
@@ -88,9 +162,10 @@ def main() -> None:
     rows = []
     for device in devices:
         for arm in a.arms.split(","):
-            out = subprocess.run([sys.executable, __file__, "--worker", arm, device, "--epochs", str(a.epochs),
-                                  "--threads", str(a.threads)], capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            for flag in ("--worker", "--floor-worker") if a.floor else ("--worker",):
+                out = subprocess.run([sys.executable, __file__, flag, arm, device, "--epochs", str(a.epochs),
+                                      "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     name = torch.cuda.get_device_name(0) if "cuda" in devices else ""
     print(f"torch {torch.__version__}, {a.threads} CPU threads{', GPU ' + name if name else ''}; "
           f"MER2023 shape: {N_TRAIN} train samples/fold, dims {DIMS}, hidden 128, batch 32; "
@@ -99,7 +174,8 @@ def main() -> None:
     print("|---|---|--:|--:|--:|--:|--:|")
     for r in rows:
         print(f"| {r['arm']} | {r['device']} | {r['steps_per_epoch']} | {r['train_s_per_epoch']:.3f} | "
-              f"{1000 * r['train_s_per_epoch'] / r['steps_per_epoch']:.2f} | {r['eval_s_per_pass']:.3f} | "
+              f"{1000 * r['train_s_per_epoch'] / r['steps_per_epoch']:.2f} | "
+              f"{'–' if r['eval_s_per_pass'] != r['eval_s_per_pass'] else format(r['eval_s_per_pass'], '.3f')} | "
               f"{r['peak_rss_mib']:.0f} |")
 
 

@@ -152,8 +152,8 @@ class VAELossComputer:
         total = ce + val_mse
         zero = ce.new_zeros(())
         kl = recon = cross_kl = zero
-        if out.mus is not None and out.logvars is not None:
-            mu, logvar = torch.stack(out.mus, dim=1), torch.stack(out.logvars, dim=1)  # [B, M, H]
+        if out.mu is not None and out.logvar is not None:
+            mu, logvar = out.mu, out.logvar  # [B, M, H]
             kl = self.kl_term(mu, logvar, out.present)
             cross_kl = self.cross_kl_term(mu, logvar, out.present)
             total = total + self.kl_weight * kl + self.cross_kl_weight * cross_kl

@@ -28,8 +28,8 @@ def output(
         logits=logits,
         valence=torch.zeros(n) if valence is None else valence,
         present=torch.ones(n, 3, dtype=torch.bool) if present is None else present,
-        mus=mus,
-        logvars=logvars,
+        mu=None if mus is None else torch.stack(mus, dim=1),
+        logvar=None if logvars is None else torch.stack(logvars, dim=1),
         recons=recons,
         targets=targets,
     )

@@ -13,15 +13,18 @@ import torch
 from prmf.models import (
     AttentionBaseline,
     AttentionWeightFusion,
-    InputDropout,
+    FastDropout,
+    InputMajorLinear,
     LSTMEncoder,
     MaskedMeanFusion,
+    ModalityDecoders,
+    ModalityEncoders,
     ModelOutput,
     PRMFModel,
     ProxyCrossModalAttention,
+    StackedLinear,
     UncertaintyWeightedFusion,
-    VariationalLSTMEncoder,
-    VariationalMLPEncoder,
+    VariationalEncoders,
     apply_modality_dropout,
     build_model,
     drop_modes,
@@ -29,7 +32,7 @@ from prmf.models import (
     masked_time_mean,
 )
 from prmf.models.attention import single_key_attention
-from prmf.models.encoders import bernoulli_keep_mask
+from prmf.models.dropout import bernoulli_keep_mask
 from prmf.losses import VAELossComputer
 
 DIMS = [6, 5, 4]
@@ -268,7 +271,7 @@ def test_single_key_attention_equals_multihead_attention_with_gradients():
     grad_kv, grad_in = kv.grad.clone(), block.in_proj_weight.grad.clone()
     kv.grad = None
     block.zero_grad()
-    fast = single_key_attention(block, kv)
+    fast = single_key_attention([block], kv[None])[0]
     torch.testing.assert_close(fast, full)
     (fast * torch.arange(8.0)).sum().backward()
     torch.testing.assert_close(kv.grad, grad_kv)
@@ -277,6 +280,17 @@ def test_single_key_attention_equals_multihead_attention_with_gradients():
     # with a single key the query does not matter
     other, _ = block(torch.randn(3, 1, 8), kv[:, None], kv[:, None])
     torch.testing.assert_close(other[:, 0], full)
+
+
+def test_single_key_attention_stacks_blocks_independently():
+    torch.manual_seed(0)
+    blocks = [torch.nn.MultiheadAttention(8, 2, batch_first=True) for _ in range(3)]
+    kv = torch.randn(3, 4, 8)
+    with torch.no_grad():
+        stacked = single_key_attention(blocks, kv)
+        for m, blk in enumerate(blocks):
+            alone, _ = blk(torch.randn(4, 1, 8), kv[m][:, None], kv[m][:, None])
+            torch.testing.assert_close(stacked[m], alone[:, 0])
 
 
 def test_proxy_attention_rejects_bad_heads():
@@ -389,9 +403,9 @@ def test_model_dropout_rate_and_eval_off():
 
 # --------------------------------------------------------------------------- encoders
 
-def test_input_dropout_distribution_and_eval_identity():
+def test_fast_dropout_distribution_and_eval_identity():
     torch.manual_seed(0)
-    drop = InputDropout(0.4)
+    drop = FastDropout(0.4)
     x = torch.ones(200, 500)
     y = drop(x)
     values = torch.unique(y)
@@ -422,7 +436,18 @@ def test_masked_time_mean():
     torch.testing.assert_close(masked_time_mean(x, torch.tensor([2, 3])), torch.tensor([[2.0], [4.0]]))
 
 
-@pytest.mark.parametrize("cls", [LSTMEncoder, VariationalLSTMEncoder])
+class _FrameVariational(torch.nn.Module):
+    """A one-modality frame-level VariationalEncoders with the LSTMEncoder calling convention."""
+
+    def __init__(self, input_dim, hidden_dim, dropout):
+        super().__init__()
+        self.enc = VariationalEncoders([input_dim], [True], hidden_dim, dropout)
+
+    def forward(self, x, lengths):
+        return tuple(t[:, 0] for t in self.enc([x], [lengths]))
+
+
+@pytest.mark.parametrize("cls", [LSTMEncoder, _FrameVariational])
 def test_lstm_padding_beyond_length_is_ignored(cls):
     torch.manual_seed(0)
     enc = cls(3, 6, dropout=0.3).eval()
@@ -460,22 +485,105 @@ def test_lstm_encoder_returns_last_valid_hidden_state():
 
 def test_variational_encoder_sampling_and_clamp():
     torch.manual_seed(0)
-    enc = VariationalMLPEncoder(6, 8, dropout=0.0)
-    x = torch.randn(4, 6)
+    enc = VariationalEncoders([6, 3], [False, False], 8, dropout=0.0)
+    xs = [torch.randn(4, 6), torch.randn(4, 3)]
     enc.train()
-    z, mu, logvar, std = enc(x)
-    assert z.shape == mu.shape == logvar.shape == std.shape == (4, 8)
+    z, mu, logvar, std = enc(xs, [None, None])
+    assert z.shape == mu.shape == logvar.shape == std.shape == (4, 2, 8)
     assert not torch.allclose(z, mu)
     torch.testing.assert_close(std, torch.exp(0.5 * logvar))
     enc.eval()
-    z, mu, _, _ = enc(x)
+    z, mu, _, _ = enc(xs, [None, None])
     assert torch.equal(z, mu)
     with torch.no_grad():
-        enc.head.logvar.bias.fill_(50.0)
-    assert enc(x)[2].max().item() == 10.0
+        enc.heads.bias[:, :, 8:].fill_(50.0)  # the logvar head's bias
+    assert enc(xs, [None, None])[2].max().item() == 10.0
     with torch.no_grad():
-        enc.head.logvar.bias.fill_(-50.0)
-    assert enc(x)[2].min().item() == -10.0
+        enc.heads.bias[:, :, 8:].fill_(-50.0)
+    assert enc(xs, [None, None])[2].min().item() == -10.0
+
+
+def test_variational_encoders_match_the_per_modality_formula():
+    """mu/logvar of modality m = heads_m(ReLU(L2_m(ReLU(L1_m(x_m))))), each modality with its own weights."""
+    torch.manual_seed(0)
+    enc = VariationalEncoders([6, 3], [False, False], 4, dropout=0.0).eval()
+    xs = [torch.randn(5, 6), torch.randn(5, 3)]
+    with torch.no_grad():
+        _, mu, logvar, std = enc(xs, [None, None])
+        for m, x in enumerate(xs):
+            s1 = torch.relu(x @ enc.inputs[m].linear.weight + enc.inputs[m].linear.bias)
+            s2 = torch.relu(s1 @ enc.shared[0].weight[m] + enc.shared[0].bias[m])
+            heads = s2 @ enc.heads.weight[m] + enc.heads.bias[m]
+            torch.testing.assert_close(mu[:, m], heads[:, :4])
+            torch.testing.assert_close(logvar[:, m], heads[:, 4:].clamp(-10, 10))
+
+
+def test_modality_encoders_are_merbench_mlp_encoders_and_lstm():
+    """Utterance-level m: three Linear+ReLU layers (the middle two stacked); frame-level m: the LSTM state."""
+    torch.manual_seed(0)
+    enc = ModalityEncoders([6, 3, 5], [False, True, False], 4, dropout=0.0).eval()
+    xs = [torch.randn(2, 6), torch.randn(2, 7, 3), torch.randn(2, 5)]
+    lengths = [None, torch.tensor([7, 4]), None]
+    with torch.no_grad():
+        h = enc(xs, lengths)
+        assert h.shape == (2, 3, 4)
+        for k, m in enumerate(enc.mlp_index):
+            a = torch.relu(xs[m] @ enc.inputs[m].linear.weight + enc.inputs[m].linear.bias)
+            for layer in (enc.hidden[0], enc.hidden[2]):
+                a = torch.relu(a @ layer.weight[k] + layer.bias[k])
+            torch.testing.assert_close(h[:, m], a)
+        torch.testing.assert_close(h[:, 1], enc.inputs[1].lstm(xs[1], lengths[1]))
+    assert enc.mlp_index == [0, 2]
+
+
+def test_stacked_linear_equals_separate_linear_layers_with_gradients():
+    torch.manual_seed(0)
+    stacked = StackedLinear(3, 5, 4)
+    separate = [torch.nn.Linear(5, 4) for _ in range(3)]
+    with torch.no_grad():
+        for m, lin in enumerate(separate):
+            lin.weight.copy_(stacked.weight[m].T)
+            lin.bias.copy_(stacked.bias[m, 0])
+    x = torch.randn(3, 7, 5)
+    out = stacked(x)
+    ref = torch.stack([lin(x[m]) for m, lin in enumerate(separate)])
+    torch.testing.assert_close(out, ref)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for m, lin in enumerate(separate):
+        torch.testing.assert_close(stacked.weight.grad[m], lin.weight.grad.T)
+        torch.testing.assert_close(stacked.bias.grad[m, 0], lin.bias.grad)
+    # nn.Linear's init range: U(-1/sqrt(in), 1/sqrt(in))
+    assert stacked.weight.abs().max() <= 1 / math.sqrt(5) and stacked.weight.std() > 0.1
+
+
+def test_input_major_linear_equals_nn_linear():
+    torch.manual_seed(0)
+    fast, ref = InputMajorLinear(7, 3), torch.nn.Linear(7, 3)
+    assert fast.weight.shape == (7, 3)
+    with torch.no_grad():
+        ref.weight.copy_(fast.weight.T)
+        ref.bias.copy_(fast.bias)
+    x = torch.randn(4, 7)
+    torch.testing.assert_close(fast(x), ref(x))
+    torch.testing.assert_close(fast(x[None]), ref(x[None]))
+    fast(x).sum().backward()
+    ref(x).sum().backward()
+    torch.testing.assert_close(fast.weight.grad, ref.weight.grad.T)
+    assert fast.weight.abs().max() <= 1 / math.sqrt(7)
+
+
+def test_modality_decoders_are_three_layer_mlps():
+    torch.manual_seed(0)
+    dec = ModalityDecoders(4, [6, 3])
+    z = torch.randn(5, 2, 4)
+    out = dec(z)
+    assert [r.shape for r in out] == [(5, 6), (5, 3)] and len(dec) == 2
+    with torch.no_grad():
+        for m in range(2):
+            a = torch.relu(z[:, m] @ dec.hidden[0].weight[m] + dec.hidden[0].bias[m])
+            a = torch.relu(a @ dec.hidden[2].weight[m] + dec.hidden[2].bias[m])
+            torch.testing.assert_close(out[m], dec.outputs[m](a))
 
 
 # --------------------------------------------------------------------------- arms
@@ -505,10 +613,9 @@ def test_arm_forward_backward_shapes(name, frames):
     vae = ARMS[name].get("use_vae", False)
     if vae:
         assert out.uncertainty.shape == (B, 3)
-        assert len(out.mus) == len(out.logvars) == 3
-        assert all(m.shape == (B, HIDDEN) for m in out.mus + out.logvars)
+        assert out.mu.shape == out.logvar.shape == (B, 3, HIDDEN)
     else:
-        assert out.uncertainty is None and out.mus is None and out.logvars is None
+        assert out.uncertainty is None and out.mu is None and out.logvar is None
     if ARMS[name].get("recon_weight", 0) > 0:
         assert [r.shape for r in out.recons] == [(B, d) for d in DIMS]
         assert [t.shape for t in out.targets] == [(B, d) for d in DIMS]
@@ -533,9 +640,8 @@ def test_arm_eval_is_deterministic(name):
     a, b = model(xs, present, lengths), model(xs, present, lengths)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.valence, b.valence)
     assert torch.equal(a.present, present)
-    if a.mus is not None:
-        for m1, m2 in zip(a.mus, b.mus):
-            assert torch.equal(m1, m2)
+    if a.mu is not None:
+        assert torch.equal(a.mu, b.mu)
 
 
 def test_vae_eval_uses_mu_not_samples():
@@ -543,7 +649,7 @@ def test_vae_eval_uses_mu_not_samples():
     model = build_model(small_arm("exp2"), DIMS, N_CLASSES).eval()
     xs, present, lengths, _, _ = make_batch()
     out = model(xs, present, lengths)
-    expected = [dec(mu) for dec, mu in zip(model.decoders, out.mus)]
+    expected = model.decoders(out.mu)
     for r, e in zip(out.recons, expected):
         torch.testing.assert_close(r, e)
 
@@ -574,11 +680,11 @@ def test_absent_modality_values_do_not_matter(name, training, frames):
     a = model(xs, present, lengths)
     torch.manual_seed(11)
     b = model(xs2, present, lengths2)
-    for field in ("logits", "valence", "present", "fusion_weights", "uncertainty"):
+    for field in ("logits", "valence", "present", "fusion_weights", "uncertainty", "mu", "logvar"):
         va, vb = getattr(a, field), getattr(b, field)
         if va is not None:
             assert torch.equal(va, vb), field
-    for field in ("mus", "logvars", "recons", "targets"):
+    for field in ("recons", "targets"):
         va, vb = getattr(a, field), getattr(b, field)
         if va is not None:
             for ta, tb in zip(va, vb):
@@ -642,7 +748,7 @@ def test_build_model_defaults():
     model = build_model({"model": "prmf", "use_vae": True, "use_proxy_attention": True}, DIMS, N_CLASSES)
     assert model.heads.emotion.in_features == 128
     assert model.proxy_attention.attn[0].num_heads == 4
-    assert model.encoders[0].dropout.p == 0.4
+    assert model.encoders.inputs[0].dropout.p == 0.4
     assert model.fusion.fusion == "uncertainty" and model.fusion.uncertainty == "std" and model.fusion.tau == 1.0
     assert not model.modality_dropout.enabled and model.modality_dropout.p_max == 0.5
 

@@ -35,3 +35,23 @@ def test_lean_adam_skips_params_without_grad():
     assert torch.all(p < 1) and torch.equal(q, torch.ones(2))
     opt.zero_grad()
     assert p.grad is None
+
+
+def test_lean_adam_matches_torch_adam_when_some_params_skip_steps():
+    """Parameters without a gradient keep their own step count (bias correction), as in torch.optim.Adam."""
+    torch.manual_seed(1)
+    a = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(3)]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    ref = torch.optim.Adam(a, lr=1e-2, weight_decay=1e-3, fused=True)
+    ours = LeanAdam(b, lr=1e-2, weight_decay=1e-3)
+    for step in range(5):
+        g = [torch.randn(4, 3) for _ in range(3)]
+        for params, opt in ((a, ref), (b, ours)):
+            opt.zero_grad(set_to_none=True)
+            for i, p in enumerate(params):
+                if not (i == 1 and step % 2 == 0):  # the middle tensor only gets a grad on odd steps
+                    p.grad = g[i].clone()
+            opt.step()
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    assert [float(s) for s in ours.steps] == [5.0, 2.0, 5.0]

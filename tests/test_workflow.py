@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import subprocess
 
 import numpy as np
@@ -72,7 +73,7 @@ def test_editing_a_data_parameter_reruns_data_stage(data_project):
 def test_dag_renders_with_dot(data_project):
     if shutil.which("dot") is None:
         pytest.skip("graphviz 'dot' not installed (CI installs it)")
-    dag = subprocess.run(["python", "-m", "snakemake", "--dag"], cwd=data_project, capture_output=True,
+    dag = subprocess.run([sys.executable, "-m", "snakemake", "--dag"], cwd=data_project, capture_output=True,
                          text=True, check=True)
     assert dag.stdout.lstrip().startswith("digraph")
     svg = subprocess.run(["dot", "-Tsvg"], input=dag.stdout, capture_output=True, text=True, check=True)
@@ -224,7 +225,7 @@ def test_editing_one_arm_reruns_only_that_arm(study):
 
 
 def test_workflow_is_lint_clean_and_formatted(data_project):
-    lint = subprocess.run(["python", "-m", "snakemake", "--lint"], cwd=data_project, capture_output=True, text=True)
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=data_project, capture_output=True, text=True)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
     fmt = subprocess.run(["snakefmt", "--check", "workflow"], cwd=data_project, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stderr[-3000:]

@@ -3,7 +3,9 @@
 Read in method order: :mod:`.modality_dropout` (step 0), :mod:`.encoders` and
 :mod:`.decoders` (step 1), :mod:`.fusion` (step 2), :mod:`.attention` (step 3),
 :mod:`.heads` (step 4), assembled by :mod:`.baseline` and :mod:`.prmf_model`.
-Losses live in :mod:`prmf.losses`.
+Building blocks: :mod:`.dropout` (the models' dropout), :mod:`.linear` (the
+wide first layers), :mod:`.stacked` (per-modality layers of equal shape run
+as one batched GEMM). Losses live in :mod:`prmf.losses`.
 
 :func:`build_model` turns an experiment arm (a dict from the study config)
 into a model. Arms used by the study::
@@ -29,14 +31,13 @@ from typing import Any
 from .attention import ProxyCrossModalAttention
 from .base import MultimodalModel
 from .baseline import AttentionBaseline
-from .decoders import ModalityDecoder
+from .decoders import ModalityDecoders
+from .dropout import FastDropout
 from .encoders import (
-    GaussianHead,
-    InputDropout,
+    InputStage,
     LSTMEncoder,
-    MLPEncoder,
-    VariationalLSTMEncoder,
-    VariationalMLPEncoder,
+    ModalityEncoders,
+    VariationalEncoders,
     masked_time_mean,
 )
 from .fusion import (
@@ -46,6 +47,7 @@ from .fusion import (
     modality_uncertainty,
 )
 from .heads import PredictionHeads
+from .linear import InputMajorLinear
 from .modality_dropout import (
     ModalityDropout,
     apply_modality_dropout,
@@ -55,25 +57,27 @@ from .modality_dropout import (
 )
 from .output import ModelOutput
 from .prmf_model import PRMFModel
+from .stacked import StackedLinear
 
 __all__ = [
     "AttentionBaseline",
     "AttentionWeightFusion",
-    "GaussianHead",
-    "InputDropout",
+    "FastDropout",
+    "InputMajorLinear",
+    "InputStage",
     "LSTMEncoder",
-    "MLPEncoder",
     "MaskedMeanFusion",
-    "ModalityDecoder",
+    "ModalityDecoders",
+    "ModalityEncoders",
     "ModalityDropout",
     "ModelOutput",
     "MultimodalModel",
     "PRMFModel",
     "PredictionHeads",
     "ProxyCrossModalAttention",
+    "StackedLinear",
     "UncertaintyWeightedFusion",
-    "VariationalLSTMEncoder",
-    "VariationalMLPEncoder",
+    "VariationalEncoders",
     "apply_modality_dropout",
     "build_model",
     "drop_modes",

@@ -2,7 +2,8 @@
 
 ::
 
-    h_m     = MLPEncoder_m(x_m)  (LSTMEncoder for frame-level m)   [B, H]
+    h       = ModalityEncoders(x)  (MERBench MLPEncoder per modality,
+              LSTMEncoder for frame-level m)                        [B, M, H]
     h_m     = 0 for absent m
     fused,w = AttentionWeightFusion(h, present)                    [B, H], [B, M]
     logits  = Linear(H, C)(fused); valence = Linear(H, 1)(fused)
@@ -10,11 +11,10 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import MultimodalModel
-from .encoders import LSTMEncoder, MLPEncoder
+from .encoders import ModalityEncoders
 from .fusion import AttentionWeightFusion
 from .heads import PredictionHeads
 from .output import ModelOutput
@@ -39,10 +39,7 @@ class AttentionBaseline(MultimodalModel):
         warmup_epochs: int = 0,
     ) -> None:
         super().__init__(input_dims, frame_level, use_modality_dropout, modality_dropout_max, warmup_epochs)
-        self.encoders = nn.ModuleList(
-            (LSTMEncoder if frames else MLPEncoder)(dim, hidden_dim, dropout)
-            for dim, frames in zip(self.input_dims, self.frame_level)
-        )
+        self.encoders = ModalityEncoders(self.input_dims, self.frame_level, hidden_dim, dropout)
         self.fusion = AttentionWeightFusion(self.num_modalities, hidden_dim, dropout)
         self.heads = PredictionHeads(hidden_dim, n_classes)
 
@@ -54,7 +51,7 @@ class AttentionBaseline(MultimodalModel):
     ) -> ModelOutput:
         """``xs[m]`` ``[B, D_m]`` / ``[B, T, D_m]``, ``present`` ``[B, M]`` -> :class:`ModelOutput`."""
         xs, present, lengths = self.prepare_inputs(xs, present, lengths)
-        h = torch.stack([enc(x, n) for enc, x, n in zip(self.encoders, xs, lengths)], dim=1)
+        h = self.encoders(xs, lengths)  # [B, M, H]
         fused, weights = self.fusion(h, present)
         logits, valence = self.heads(fused)
         return ModelOutput(logits=logits, valence=valence, present=present, fusion_weights=weights)

@@ -1,12 +1,21 @@
-"""Step 1 of the method: per-modality encoders.
+"""Step 1 of the method: the per-modality encoders.
 
-Two families share one calling convention ``encoder(x, lengths=None)``:
+Every modality ``m`` has its own encoder. Two families, each one module for
+all ``M`` modalities:
 
-* deterministic encoders return a hidden vector ``h`` ``[B, H]``:
-  :class:`MLPEncoder` (utterance-level ``[B, D]`` features, MERBench's encoder)
-  and :class:`LSTMEncoder` (frame-level ``[B, T, D]`` features);
-* variational encoders return ``(z, mu, logvar, std)``, each ``[B, H]``:
-  :class:`VariationalMLPEncoder` and :class:`VariationalLSTMEncoder`.
+* :class:`ModalityEncoders` (deterministic) returns ``h`` ``[B, M, H]``:
+  MERBench's ``MLPEncoder`` for utterance-level ``[B, D_m]`` features
+  (input dropout, three Linear+ReLU layers) and :class:`LSTMEncoder` for
+  frame-level ``[B, T, D_m]`` features;
+* :class:`VariationalEncoders` returns ``(z, mu, logvar, std)``, each
+  ``[B, M, H]``: input dropout (or the LSTM), a shared 2-layer ReLU MLP, then
+  ``mu`` and ``logvar`` heads and the reparameterised sample.
+
+The layers whose shape is the same in every modality (the ``H x H`` layers,
+the ``mu``/``logvar`` heads) run for all modalities in one batched GEMM
+(:class:`~prmf.models.stacked.StackedLinear`); each modality still has its own
+weights. The first layer of an utterance-level modality reads the wide input
+with an :class:`~prmf.models.linear.InputMajorLinear`.
 
 Frame-level pooling: the LSTM encoders run on a ``pack_padded_sequence`` and
 return the **last valid hidden state** ``h_n`` of the (single-layer) LSTM, so
@@ -15,11 +24,13 @@ frames at positions ``>= lengths[b]`` never influence sample ``b``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
+from .dropout import FastDropout
+from .linear import InputMajorLinear
+from .stacked import StackedLinear
 
 LOGVAR_MIN = -10.0
 LOGVAR_MAX = 10.0
@@ -47,78 +58,6 @@ def masked_time_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
     return total / count
 
 
-def bernoulli_keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
-    """Bool mask of ``shape``, each entry True (kept) with probability ``1 - p``.
-
-    Draws full-range 64-bit integers from torch's global RNG and reads each as
-    four independent uniform 16-bit integers ``u`` on ``[-32768, 32767]``;
-    ``keep = u >= round(p * 65536) - 32768``. One draw serves four entries,
-    about 3x cheaper on CPU than ``torch.rand`` and 6x cheaper than
-    ``nn.Dropout``'s ``bernoulli_``; ``p`` is quantised to a multiple of
-    ``1/65536`` (error <= 7.7e-6).
-    """
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
-    uniform16 = words.view(torch.int16)[:n].view(shape)
-    return uniform16 >= round(p * 65536) - 32768
-
-
-class InputDropout(nn.Module):
-    """Inverted dropout for wide input features: ``x * keep / (1 - p)``.
-
-    Same semantics as ``nn.Dropout(p)`` (identity in eval mode, kept entries
-    scaled by ``1 / (1 - p)``) with the keep-mask from
-    :func:`bernoulli_keep_mask` (torch's global RNG, so ``torch.manual_seed``
-    makes it reproducible). ``x`` ``[..., D]`` -> same shape.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {p!r}")
-        self.p = float(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``[..., D]`` -> ``[..., D]``."""
-        if not self.training or self.p == 0.0:
-            return x
-        if self.p == 1.0:
-            return torch.zeros_like(x)
-        keep = bernoulli_keep_mask(x.shape, self.p, x.device)
-        # The bool mask viewed as uint8: float * uint8 takes torch's fast path (about 4x
-        # faster on CPU than float * bool). In-place scaling of the fresh product: one
-        # [.., D] temporary instead of two (autograd-safe: the product is not saved).
-        return (x * keep.view(torch.uint8)).mul_(1.0 / (1.0 - self.p))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class MLPEncoder(nn.Module):
-    """MERBench's ``MLPEncoder``: input dropout, then three Linear+ReLU layers.
-
-    (:class:`InputDropout` is a faster drop-in for MERBench's ``nn.Dropout``.)
-
-    ``x`` ``[B, D]`` -> ``h`` ``[B, H]`` (``H = hidden_dim``).
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            InputDropout(dropout),
-            nn.Linear(input_dim, hidden_dim),
-            nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.ReLU(),
-        )
-
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """``x`` ``[B, D]`` -> ``[B, H]``; ``lengths`` is accepted and ignored."""
-        return self.net(x)
-
-
 class LSTMEncoder(nn.Module):
     """Frame-level encoder: input dropout, one-layer LSTM, last valid hidden state.
 
@@ -129,7 +68,7 @@ class LSTMEncoder(nn.Module):
 
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
-        self.dropout = InputDropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.lstm = nn.LSTM(input_dim, hidden_dim, num_layers=1, batch_first=True)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -147,68 +86,118 @@ class LSTMEncoder(nn.Module):
         return h_n[-1]
 
 
-class GaussianHead(nn.Module):
-    """Shared 2-layer ReLU MLP, then ``mu`` and ``logvar`` heads, then sampling.
+class InputStage(nn.Module):
+    """The part of modality ``m``'s encoder that depends on its input shape.
 
-    ``h`` ``[B, D_in]`` -> ``(z, mu, logvar, std)``, each ``[B, H]``.
-    ``logvar`` is clamped to ``[-10, 10]``, ``std = exp(logvar / 2)``;
-    ``z = mu + eps * std`` with ``eps ~ N(0, I)`` (torch's global RNG) in
-    training mode and ``z = mu`` in eval mode.
+    Utterance-level (``frames=False``): ``ReLU(Linear(D_m, H)(FastDropout(x)))``
+    (the first layer of MERBench's ``MLPEncoder``, weight stored input-major).
+    Frame-level: :class:`LSTMEncoder` (with its input dropout), followed by
+    ``ReLU(Linear(H, H)(.))`` when ``project`` is set (the variational
+    family's first shared-MLP layer on the LSTM state).
+
+    ``x`` ``[B, D_m]`` or ``[B, T, D_m]`` (+ ``lengths`` ``[B]``) -> ``[B, H]``.
     """
 
-    def __init__(self, input_dim: int, hidden_dim: int) -> None:
+    def __init__(self, input_dim: int, hidden_dim: int, dropout: float, frames: bool, project: bool) -> None:
         super().__init__()
-        self.shared = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim),
-            nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.ReLU(),
-        )
-        self.mu = nn.Linear(hidden_dim, hidden_dim)
-        self.logvar = nn.Linear(hidden_dim, hidden_dim)
+        self.lstm = LSTMEncoder(input_dim, hidden_dim, dropout) if frames else None
+        self.dropout = None if frames else FastDropout(dropout)
+        self.linear: nn.Module | None
+        if not frames:
+            self.linear = InputMajorLinear(input_dim, hidden_dim)
+        else:
+            self.linear = nn.Linear(hidden_dim, hidden_dim) if project else None
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``h`` ``[B, D_in]`` -> ``(z, mu, logvar, std)``, each ``[B, H]``."""
-        shared = self.shared(h)
-        mu = self.mu(shared)
-        logvar = self.logvar(shared).clamp(LOGVAR_MIN, LOGVAR_MAX)
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x`` ``[B, D_m]`` / ``[B, T, D_m]`` -> ``[B, H]``."""
+        h = self.lstm(x, lengths) if self.lstm is not None else self.dropout(x)
+        return h if self.linear is None else torch.relu(self.linear(h))
+
+
+class ModalityEncoders(nn.Module):
+    """Deterministic encoders of all modalities.
+
+    ::
+
+        utterance-level m (MERBench MLPEncoder):
+            h_m = ReLU(L3_m(ReLU(L2_m(ReLU(L1_m(Dropout(x_m)))))))   L1_m: D_m -> H, L2_m, L3_m: H -> H
+        frame-level m:
+            h_m = LSTMEncoder_m(x_m, lengths_m)
+
+    ``L2``/``L3`` of the utterance-level modalities are :class:`StackedLinear`
+    layers (one batched GEMM each).
+
+    ``forward(xs, lengths)``: ``xs[m]`` ``[B, D_m]`` or ``[B, T, D_m]`` ->
+    ``h`` ``[B, M, H]``.
+    """
+
+    def __init__(self, input_dims: list[int], frame_level: list[bool], hidden_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.hidden_dim = int(hidden_dim)
+        self.inputs = nn.ModuleList(
+            InputStage(dim, hidden_dim, dropout, frames, project=False)
+            for dim, frames in zip(input_dims, frame_level)
+        )
+        self.mlp_index = [m for m, frames in enumerate(frame_level) if not frames]
+        k = len(self.mlp_index)
+        self.hidden = (
+            nn.Sequential(StackedLinear(k, hidden_dim, hidden_dim), nn.ReLU(),
+                          StackedLinear(k, hidden_dim, hidden_dim), nn.ReLU())
+            if k else None
+        )
+
+    def forward(self, xs: list[Tensor], lengths: list[Tensor | None]) -> Tensor:
+        """``xs[m]`` ``[B, D_m]`` / ``[B, T, D_m]``, ``lengths[m]`` ``[B]`` or None -> ``[B, M, H]``."""
+        first = [stage(x, n) for stage, x, n in zip(self.inputs, xs, lengths)]
+        if self.hidden is None:
+            return torch.stack(first, dim=1)
+        if len(self.mlp_index) == len(first):
+            return self.hidden(torch.stack(first, dim=0)).transpose(0, 1)  # [M, B, H] -> [B, M, H]
+        hidden = self.hidden(torch.stack([first[m] for m in self.mlp_index], dim=0)).unbind(0)
+        for k, m in enumerate(self.mlp_index):
+            first[m] = hidden[k]
+        return torch.stack(first, dim=1)
+
+
+class VariationalEncoders(nn.Module):
+    """Variational encoders of all modalities.
+
+    ::
+
+        utterance-level m:  s_m = ReLU(L1_m(Dropout(x_m)))              L1_m: D_m -> H
+        frame-level m:      s_m = ReLU(L1_m(LSTMEncoder_m(x_m)))        L1_m: H -> H
+        all m:              s_m = ReLU(L2_m(s_m))                       L2_m: H -> H
+                            [mu_m | logvar_m] = L3_m(s_m)               L3_m: H -> 2H (the two heads)
+                            logvar_m = clamp(logvar_m, -10, 10); std_m = exp(logvar_m / 2)
+                            z_m = mu_m + eps * std_m (training), mu_m (eval); eps ~ N(0, I)
+
+    ``L1 -> ReLU -> L2 -> ReLU`` is the shared 2-layer MLP; ``L3``'s first
+    ``H`` output columns are the ``mu`` head, the last ``H`` the ``logvar``
+    head. ``L2``/``L3`` are :class:`StackedLinear`. ``eps`` comes from
+    torch's global RNG.
+
+    ``forward(xs, lengths)`` -> ``(z, mu, logvar, std)``, each ``[B, M, H]``.
+    """
+
+    def __init__(self, input_dims: list[int], frame_level: list[bool], hidden_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.hidden_dim = int(hidden_dim)
+        self.inputs = nn.ModuleList(
+            InputStage(dim, hidden_dim, dropout, frames, project=True)
+            for dim, frames in zip(input_dims, frame_level)
+        )
+        m = len(self.inputs)
+        self.shared = nn.Sequential(StackedLinear(m, hidden_dim, hidden_dim), nn.ReLU())
+        self.heads = StackedLinear(m, hidden_dim, 2 * hidden_dim)
+
+    def forward(
+        self, xs: list[Tensor], lengths: list[Tensor | None]
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``xs[m]`` ``[B, D_m]`` / ``[B, T, D_m]`` -> ``(z, mu, logvar, std)``, each ``[B, M, H]``."""
+        first = [stage(x, n) for stage, x, n in zip(self.inputs, xs, lengths)]
+        heads = self.heads(self.shared(torch.stack(first, dim=0))).transpose(0, 1)  # [B, M, 2H]
+        mu, logvar = heads.split(self.hidden_dim, dim=-1)
+        logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
         std = torch.exp(0.5 * logvar)
         z = mu + torch.randn_like(std) * std if self.training else mu
         return z, mu, logvar, std
-
-
-class VariationalMLPEncoder(nn.Module):
-    """Input dropout -> :class:`GaussianHead` on the utterance-level vector.
-
-    ``x`` ``[B, D]`` -> ``(z, mu, logvar, std)``, each ``[B, H]``.
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.dropout = InputDropout(dropout)
-        self.head = GaussianHead(input_dim, hidden_dim)
-
-    def forward(
-        self, x: Tensor, lengths: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``x`` ``[B, D]`` -> ``(z, mu, logvar, std)``; ``lengths`` is ignored."""
-        return self.head(self.dropout(x))
-
-
-class VariationalLSTMEncoder(nn.Module):
-    """Frame-level variational encoder: :class:`LSTMEncoder` (with its input
-    dropout) -> :class:`GaussianHead` on the last valid hidden state.
-
-    ``x`` ``[B, T, D]``, ``lengths`` ``[B]`` -> ``(z, mu, logvar, std)``, each ``[B, H]``.
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.lstm = LSTMEncoder(input_dim, hidden_dim, dropout)
-        self.head = GaussianHead(hidden_dim, hidden_dim)
-
-    def forward(
-        self, x: Tensor, lengths: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``x`` ``[B, T, D]``, ``lengths`` ``[B]`` -> ``(z, mu, logvar, std)``."""
-        return self.head(self.lstm(x, lengths))

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .dropout import FastDropout
+
 FUSION_MODES = ("uncertainty", "precision")
 UNCERTAINTY_MODES = ("std", "variance")
 UNCERTAINTY_EPS = 1e-6
@@ -138,7 +140,7 @@ class AttentionWeightFusion(nn.Module):
         self.attention_mlp = nn.Sequential(
             nn.Linear(num_modalities * hidden_dim, hidden_dim),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            FastDropout(dropout),
         )
         self.fc_att = nn.Linear(hidden_dim, num_modalities)
 

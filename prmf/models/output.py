@@ -29,8 +29,8 @@ class ModelOutput:
         uncertainty: ``[B, M]`` per-modality uncertainty ``u_m`` used by the
             uncertainty-weighted fusion (0 for absent modalities, read it together
             with ``present``); ``None`` for deterministic models.
-        mus: per modality ``[B, H]`` posterior means; ``None`` without a VAE.
-        logvars: per modality ``[B, H]`` posterior log-variances (clamped to
+        mu: ``[B, M, H]`` posterior means; ``None`` without a VAE.
+        logvar: ``[B, M, H]`` posterior log-variances (clamped to
             ``[-10, 10]``); ``None`` without a VAE.
         recons: per modality ``[B, D_m]`` decoder reconstructions; ``None`` when
             the model has no decoders (``recon_weight == 0``).
@@ -44,7 +44,7 @@ class ModelOutput:
     present: Tensor
     fusion_weights: Tensor | None = None
     uncertainty: Tensor | None = None
-    mus: list[Tensor] | None = None
-    logvars: list[Tensor] | None = None
+    mu: Tensor | None = None
+    logvar: Tensor | None = None
     recons: list[Tensor] | None = None
     targets: list[Tensor] | None = None

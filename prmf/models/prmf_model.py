@@ -3,15 +3,15 @@
 ::
 
     (0) present <- modality dropout (training); absent inputs zeroed
-    (1) use_vae:  (z_m, mu_m, logvar_m, std_m) = VariationalEncoder_m(x_m)
-        else:     h_m = Encoder_m(x_m)
+    (1) use_vae:  (z, mu, logvar, std) = VariationalEncoders(x)     each [B, M, H]
+        else:     h = ModalityEncoders(x)                           [B, M, H]
     (2) use_vae:                      proxy, w, u = UncertaintyWeightedFusion(mu, std, present)
         not use_vae, proxy attention: proxy, w    = MaskedMeanFusion(h, present)       (Exp5)
         neither:                      proxy, w    = AttentionWeightFusion(h, present)  (Exp1)
     (3) use_proxy_attention: rep = ProxyCrossModalAttention(proxy, mu or h, w, present)
         else:                rep = proxy                                           (Exp2)
     (4) logits = Linear(H, C)(rep); valence = Linear(H, 1)(rep)
-    (5) decoders (use_vae and recon_weight > 0): recon_m = Decoder_m(z_m)
+    (5) decoders (use_vae and recon_weight > 0): recon_m = ModalityDecoders(z)[m]
 
 Decoders are built and run only when ``use_vae`` and ``recon_weight > 0``;
 otherwise ``recons``/``targets`` are ``None`` and the reconstruction loss is 0.
@@ -21,19 +21,12 @@ time-mean for frame-level modalities.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from .attention import ProxyCrossModalAttention
 from .base import MultimodalModel
-from .decoders import ModalityDecoder
-from .encoders import (
-    LSTMEncoder,
-    MLPEncoder,
-    VariationalLSTMEncoder,
-    VariationalMLPEncoder,
-    masked_time_mean,
-)
+from .decoders import ModalityDecoders
+from .encoders import ModalityEncoders, VariationalEncoders, masked_time_mean
 from .fusion import AttentionWeightFusion, MaskedMeanFusion, UncertaintyWeightedFusion
 from .heads import PredictionHeads
 from .output import ModelOutput
@@ -72,12 +65,8 @@ class PRMFModel(MultimodalModel):
         M = self.num_modalities
 
         # (1) encoders
-        if self.use_vae:
-            make = lambda frames: VariationalLSTMEncoder if frames else VariationalMLPEncoder  # noqa: E731
-        else:
-            make = lambda frames: LSTMEncoder if frames else MLPEncoder  # noqa: E731
-        self.encoders = nn.ModuleList(
-            make(frames)(dim, hidden_dim, dropout) for dim, frames in zip(self.input_dims, self.frame_level)
+        self.encoders: nn.Module = (VariationalEncoders if self.use_vae else ModalityEncoders)(
+            self.input_dims, self.frame_level, hidden_dim, dropout
         )
 
         # (2) fusion
@@ -101,9 +90,7 @@ class PRMFModel(MultimodalModel):
 
         # (5) decoders
         self.decoders = (
-            nn.ModuleList(ModalityDecoder(hidden_dim, dim) for dim in self.input_dims)
-            if self.use_vae and recon_weight > 0
-            else None
+            ModalityDecoders(hidden_dim, self.input_dims) if self.use_vae and recon_weight > 0 else None
         )
 
     def forward(
@@ -116,25 +103,20 @@ class PRMFModel(MultimodalModel):
         ``present`` ``[B, M]`` bool -> :class:`ModelOutput`."""
         xs, present, lengths = self.prepare_inputs(xs, present, lengths)
 
-        uncertainty = None
-        mus = logvars = recons = targets = None
+        uncertainty = mu = logvar = recons = targets = None
         if self.use_vae:
-            encoded = [enc(x, n) for enc, x, n in zip(self.encoders, xs, lengths)]
-            zs = [e[0] for e in encoded]
-            mus = [e[1] for e in encoded]
-            logvars = [e[2] for e in encoded]
-            keys = torch.stack(mus, dim=1)  # [B, M, H]
-            std = torch.stack([e[3] for e in encoded], dim=1)  # [B, M, H]
-            proxy, weights, uncertainty = self.fusion(keys, std, present)
+            z, mu, logvar, std = self.encoders(xs, lengths)  # each [B, M, H]
+            keys = mu
+            proxy, weights, uncertainty = self.fusion(mu, std, present)
             if self.decoders is not None:
-                recons = [dec(z) for dec, z in zip(self.decoders, zs)]
+                recons = self.decoders(z)
                 targets = [
                     masked_time_mean(x, n) if frames else x
                     for x, n, frames in zip(xs, lengths, self.frame_level)
                 ]
         else:
             # Absent h_m (encodings of zeroed inputs) are excluded by the fusion's mask.
-            keys = torch.stack([enc(x, n) for enc, x, n in zip(self.encoders, xs, lengths)], dim=1)
+            keys = self.encoders(xs, lengths)  # [B, M, H]
             proxy, weights = self.fusion(keys, present)
 
         rep = proxy if self.proxy_attention is None else self.proxy_attention(proxy, keys, weights, present)
@@ -145,8 +127,8 @@ class PRMFModel(MultimodalModel):
             present=present,
             fusion_weights=weights,
             uncertainty=uncertainty,
-            mus=mus,
-            logvars=logvars,
+            mu=mu,
+            logvar=logvar,
             recons=recons,
             targets=targets,
         )
