@@ -82,6 +82,8 @@ def gemm_floor_step(model, batch: int, device):
     """A closure running one step of ``model``'s matrix products (forward + backward) and its Adam update."""
     import torch
 
+    from torch.nn.modules.linear import NonDynamicallyQuantizableLinear  # MultiheadAttention.out_proj
+
     from prmf.models import InputMajorLinear, StackedLinear
     from prmf.train import make_optimizer
 
@@ -94,11 +96,13 @@ def gemm_floor_step(model, batch: int, device):
         elif isinstance(mod, StackedLinear):
             jobs.append((mod, rand(mod.num_layers, batch, mod.in_features, grad=True),
                          rand(mod.num_layers, batch, mod.out_features)))
-        elif isinstance(mod, torch.nn.Linear) and not isinstance(mod, torch.nn.modules.linear.NonDynamicallyQuantizableLinear):
+        elif isinstance(mod, torch.nn.Linear) and not isinstance(mod, NonDynamicallyQuantizableLinear):
             jobs.append((mod, rand(batch, mod.in_features, grad=True), rand(batch, mod.out_features)))
         elif isinstance(mod, torch.nn.MultiheadAttention):  # single key: value + output projections
             h = mod.embed_dim
-            fn = lambda x, m=mod, h=h: m.out_proj(torch.nn.functional.linear(x, m.in_proj_weight[2 * h:], m.in_proj_bias[2 * h:]))  # noqa: E731
+            def fn(x, m=mod, h=h):
+                return m.out_proj(torch.nn.functional.linear(x, m.in_proj_weight[2 * h:], m.in_proj_bias[2 * h:]))
+
             jobs.append((fn, rand(batch, h, grad=True), rand(batch, h)))
     opt = make_optimizer(model, 3e-4, 1e-4)
 

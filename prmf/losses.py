@@ -145,8 +145,12 @@ class VAELossComputer:
         sym = symmetric_gaussian_kl(mu[:, i], logvar[:, i], mu[:, j], logvar[:, j])  # [B, P]
         return _masked_mean(sym, present[:, i] & present[:, j])
 
-    def __call__(self, out: ModelOutput, labels: Tensor, valence: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Total loss (scalar tensor, differentiable) and the logged terms."""
+    def terms(self, out: ModelOutput, labels: Tensor, valence: Tensor) -> tuple[Tensor, Tensor]:
+        """Total loss (scalar tensor, differentiable) and the detached terms ``[6]`` in :data:`TERM_KEYS` order.
+
+        Nothing here waits for the device, so a training loop can sum the terms
+        on the GPU and read them once per epoch.
+        """
         ce = F.cross_entropy(out.logits, labels.to(out.logits.device))
         val_mse = masked_valence_mse(out.valence, valence)
         total = ce + val_mse
@@ -160,5 +164,9 @@ class VAELossComputer:
         if out.recons is not None and out.targets is not None:
             recon = self.recon_term(out.recons, out.targets, out.present)
             total = total + self.recon_weight * recon
-        values = torch.stack([total, ce, val_mse, kl, recon, cross_kl]).detach().tolist()
-        return total, dict(zip(TERM_KEYS, values))
+        return total, torch.stack([total, ce, val_mse, kl, recon, cross_kl]).detach()
+
+    def __call__(self, out: ModelOutput, labels: Tensor, valence: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Total loss (scalar tensor, differentiable) and the logged terms as Python floats."""
+        total, values = self.terms(out, labels, valence)
+        return total, dict(zip(TERM_KEYS, values.tolist()))

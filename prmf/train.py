@@ -31,7 +31,7 @@ import torch
 from prmf.data.store import FeatureStore
 from prmf.metrics import emotion_metrics, selection_score
 from prmf.models import build_model
-from prmf.losses import VAELossComputer
+from prmf.losses import TERM_KEYS, VAELossComputer
 from prmf.optim import LeanAdam
 
 log = logging.getLogger(__name__)
@@ -170,26 +170,29 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> Le
     return LeanAdam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def train_epoch(model: torch.nn.Module, loss_fn: Callable, opt: LeanAdam, train: TensorSet,
+def train_epoch(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, train: TensorSet,
                 batch_size: int, gen: torch.Generator) -> tuple[dict[str, float], int]:
-    """One pass over ``train`` in a random order drawn from ``gen``; returns (summed loss terms, steps)."""
+    """One pass over ``train`` in a random order drawn from ``gen``; returns (summed loss terms, steps).
+
+    The loss terms are summed on the device and read once at the end, so a
+    GPU step never waits for the host.
+    """
     model.train()
     n = len(train)
     perm = torch.randperm(n, generator=gen).to(train.labels.device)
-    sums: dict[str, float] = {}
+    sums = torch.zeros(len(TERM_KEYS), dtype=torch.float64, device=train.labels.device)
     steps = 0
     for start in range(0, n, batch_size):
         idx = perm[start:start + batch_size]
         xs, pres, lengths, y, v = train.batch(idx)
         out = model(xs, pres, lengths)
-        loss, terms = loss_fn(out, y, v)
+        loss, terms = loss_fn.terms(out, y, v)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        for k, val in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(val)
+        sums += terms
         steps += 1
-    return sums, steps
+    return dict(zip(TERM_KEYS, sums.tolist())), steps
 
 
 @dataclass

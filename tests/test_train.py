@@ -80,3 +80,17 @@ def test_stale_folds_are_refused(data):
     bad = {**folds, "folds": [{"fold": 0, "train": folds["folds"][0]["train"], "val": ["no_such_sample"]}]}
     with pytest.raises(ValueError, match="rerun make_folds"):
         train_fold(store, bad, 0, ARM, seed=0, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("arm", [ARM, {**ARM, "arm": "baseline", "model": "attention", "use_vae": False,
+                                       "use_proxy_attention": False}], ids=["exp4", "baseline"])
+def test_train_fold_on_cuda(data, arm):
+    """The whole fold (stacked GEMMs, FastDropout masks, fused Adam) runs on a GPU and predicts every split."""
+    store, folds = data
+    res = train_fold(store, folds, 0, arm, seed=0, device="cuda")
+    for split in ("val", "test1", "test2", "test3"):
+        pred = res.predictions[split]
+        assert np.isfinite(pred.logits).all() and np.isfinite(pred.valence).all()
+    assert all(v.device.type == "cpu" for v in res.state_dict.values())
+    assert len(res.history) >= 1 and np.isfinite(res.history[-1]["train_loss"])

@@ -225,7 +225,8 @@ def test_editing_one_arm_reruns_only_that_arm(study):
 
 
 def test_workflow_is_lint_clean_and_formatted(data_project):
-    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=data_project, capture_output=True, text=True)
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=data_project, capture_output=True,
+                          text=True)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
     fmt = subprocess.run(["snakefmt", "--check", "workflow"], cwd=data_project, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stderr[-3000:]

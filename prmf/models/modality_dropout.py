@@ -140,7 +140,9 @@ def mask_inputs(
     masked_lengths: list[Tensor | None] = []
     for m, (x, length) in enumerate(zip(xs, lengths)):
         keep = present[:, m]
-        if bool(keep.all()):  # nothing to mask: skip a full copy of the input
+        # nothing to mask: skip a full copy of the input (checked on CPU only: on a GPU the
+        # check would make the host wait for the device every step)
+        if keep.device.type == "cpu" and bool(keep.all()):
             masked_xs.append(x)
             masked_lengths.append(length)
             continue
