@@ -37,13 +37,13 @@ DIMS = (1024, 5120, 768)
 N_TRAIN = 3373 * 4 // 5
 
 
-def worker(arm: str, device: str, epochs: int, threads: int) -> dict:
+def worker(arm: str, device: str, epochs: int, threads: int, graphs: bool = True) -> dict:
     import numpy as np
     import torch
 
     from prmf.losses import VAELossComputer
     from prmf.models import build_model
-    from prmf.train import TensorSet, make_optimizer, predict, train_epoch, tune_allocator
+    from prmf.train import GraphedSteps, TensorSet, make_optimizer, predict, train_epoch, tune_allocator
 
     tune_allocator()
     torch.set_num_threads(threads)
@@ -60,18 +60,19 @@ def worker(arm: str, device: str, epochs: int, threads: int) -> dict:
     loss_fn = VAELossComputer.from_arm(params)
     opt = make_optimizer(model, params["lr"], params["weight_decay"])
     gen = torch.Generator().manual_seed(0)
+    graphed = GraphedSteps(model, loss_fn, opt, data, params["batch_size"]) if graphs and dev.type == "cuda" else None
     times, eval_times = [], []
     for e in range(epochs + 1):  # first epoch is warm-up
         model.set_epoch(e, 150)
         t = time.perf_counter()
-        train_epoch(model, loss_fn, opt, data, params["batch_size"], gen)
+        train_epoch(model, loss_fn, opt, data, params["batch_size"], gen, graphed)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         t = time.perf_counter()
         predict(model, data)  # eval pass over the same number of samples (a fold's val is 1/4 of this)
         eval_times.append(time.perf_counter() - t)
-    return {"arm": arm, "device": device, "threads": threads,
+    return {"arm": arm + (" (CUDA graph)" if graphed is not None else ""), "device": device, "threads": threads,
             "train_s_per_epoch": statistics.median(times[1:]),
             "eval_s_per_pass": statistics.median(eval_times[1:]),
             "steps_per_epoch": -(-N_TRAIN // params["batch_size"]),
@@ -149,13 +150,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--devices", default="cpu,cuda")
     p.add_argument("--arms", default="baseline,exp4")
+    p.add_argument("--no-cuda-graphs", dest="graphs", action="store_false",
+                   help="on CUDA, time the eager loop instead of CUDA-graph replay")
     p.add_argument("--no-floor", dest="floor", action="store_false",
                    help="skip the matrix-products-and-Adam-only floor rows")
     p.add_argument("--worker", nargs=2, metavar=("ARM", "DEVICE"), help=argparse.SUPPRESS)
     p.add_argument("--floor-worker", nargs=2, metavar=("ARM", "DEVICE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.worker[0], a.worker[1], a.epochs, a.threads)))
+        print(json.dumps(worker(a.worker[0], a.worker[1], a.epochs, a.threads, a.graphs)))
         return
     if a.floor_worker:
         print(json.dumps(floor_worker(a.floor_worker[0], a.floor_worker[1], a.epochs, a.threads)))
@@ -168,7 +171,8 @@ def main() -> None:
         for arm in a.arms.split(","):
             for flag in ("--worker", "--floor-worker") if a.floor else ("--worker",):
                 out = subprocess.run([sys.executable, __file__, flag, arm, device, "--epochs", str(a.epochs),
-                                      "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+                                      "--threads", str(a.threads)] + ([] if a.graphs else ["--no-cuda-graphs"]),
+                                     capture_output=True, text=True, check=True)
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     name = torch.cuda.get_device_name(0) if "cuda" in devices else ""
     print(f"torch {torch.__version__}, {a.threads} CPU threads{', GPU ' + name if name else ''}; "

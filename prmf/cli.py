@@ -74,7 +74,8 @@ def _train_fold(args: argparse.Namespace) -> int:
     rt = runtime_settings(cfg)
     store = read_store(args.store)
     res = train_fold(store, read_folds(args.folds), args.fold, arm, args.seed, device=args.device or rt["device"],
-                     threads=args.threads or rt["threads"], progress=lambda s: print(s, file=sys.stderr))
+                     threads=args.threads or rt["threads"], progress=lambda s: print(s, file=sys.stderr),
+                     cuda_graphs=rt["cuda_graphs"] and not args.no_cuda_graphs)
     save_fold(res, store, arm, args.seed, args.fold, **fold_output_paths(args.outdir))
     print(f"fold {args.fold}: best epoch {res.best_epoch + 1}, val {res.metrics['val']}")
     return 0
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=int, required=True)
     s.add_argument("--device")
     s.add_argument("--threads", type=int)
+    s.add_argument("--no-cuda-graphs", action="store_true",
+                   help="run every training step eagerly on a GPU (default: training.cuda_graphs)")
     s.set_defaults(func=_train_fold)
 
     try:

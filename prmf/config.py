@@ -21,7 +21,7 @@ SCHEMA = PACKAGE_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: export names of the seed study, so its display mapping applies
 DEFAULT_EXPORT_NAMES = {"baseline": "attention", "robust_v1": "attention_robust", "exp4": "attention_robust_v2"}
 #: keys of ``training`` that are job plumbing, not hyper-parameters of an arm
-RUNTIME_KEYS = ("threads", "device")
+RUNTIME_KEYS = ("threads", "device", "cuda_graphs")
 
 
 class ConfigError(ValueError):
@@ -97,6 +97,7 @@ def resolve_arm(config: dict, arm: str) -> dict[str, Any]:
 
 
 def runtime_settings(config: dict) -> dict[str, Any]:
-    """Job plumbing shared by all arms (threads, device, selection weight)."""
+    """Job plumbing shared by all arms (threads, device, CUDA graphs)."""
     t = config.get("training", {})
-    return {"threads": t.get("threads", 1), "device": t.get("device", "auto")}
+    return {"threads": t.get("threads", 1), "device": t.get("device", "auto"),
+            "cuda_graphs": bool(t.get("cuda_graphs", True))}

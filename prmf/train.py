@@ -170,12 +170,77 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> Le
     return LeanAdam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
+def _step(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, data: TensorSet,
+          idx: torch.Tensor) -> torch.Tensor:
+    """One optimisation step on rows ``idx`` of ``data``; returns the detached loss terms ``[6]``."""
+    xs, pres, lengths, y, v = data.batch(idx)
+    out = model(xs, pres, lengths)
+    loss, terms = loss_fn.terms(out, y, v)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return terms
+
+
+class GraphedSteps:
+    """Full-size training steps replayed from a CUDA graph.
+
+    On a GPU a step of these small models is bound by launching some 600
+    kernels from Python, not by the GPU. The whole step -- batch gather from
+    a static index buffer, forward, loss, backward and the fused Adam update
+    -- is captured once as a ``torch.cuda.CUDAGraph`` and then replayed with
+    one launch. Random numbers (input dropout, modality dropout, VAE
+    sampling) come from torch's CUDA generator, whose graph-safe Philox
+    offsets advance on every replay, so a seed still fixes the run.
+
+    The capture depends on the epoch's modality-dropout rate (a Python float
+    in the model), so it is redone whenever the rate changes; the first
+    ``warmup`` steps after a (re)capture request run eagerly on a side stream
+    (as the PyTorch recipe asks). Only full batches use the graph; the last,
+    smaller batch of an epoch runs eagerly.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, data: TensorSet,
+                 batch_size: int, warmup: int = 2) -> None:
+        self.model, self.loss_fn, self.opt, self.data = model, loss_fn, opt, data
+        self.idx = torch.zeros(batch_size, dtype=torch.int64, device=data.labels.device)
+        self.warmup = warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.terms: torch.Tensor | None = None
+        self.rate: float | None = None
+        self._eager_left = warmup
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """Train on rows ``idx`` (``[batch_size]``, on the device); returns the loss terms ``[6]``."""
+        rate = float(getattr(self.model, "modality_dropout_rate", 0.0))
+        if rate != self.rate:  # the captured step would use a stale rate
+            self.graph, self.terms, self.rate, self._eager_left = None, None, rate, self.warmup
+        self.idx.copy_(idx)
+        if self._eager_left > 0:
+            self._eager_left -= 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                terms = _step(self.model, self.loss_fn, self.opt, self.data, self.idx)
+            torch.cuda.current_stream().wait_stream(side)
+            return terms
+        if self.graph is None:
+            self.opt.zero_grad(set_to_none=True)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.terms = _step(self.model, self.loss_fn, self.opt, self.data, self.idx)
+        self.graph.replay()
+        return self.terms.clone()
+
+
 def train_epoch(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, train: TensorSet,
-                batch_size: int, gen: torch.Generator) -> tuple[dict[str, float], int]:
+                batch_size: int, gen: torch.Generator, graphed: GraphedSteps | None = None
+                ) -> tuple[dict[str, float], int]:
     """One pass over ``train`` in a random order drawn from ``gen``; returns (summed loss terms, steps).
 
     The loss terms are summed on the device and read once at the end, so a
-    GPU step never waits for the host.
+    GPU step never waits for the host. With ``graphed``, full batches replay
+    its CUDA graph.
     """
     model.train()
     n = len(train)
@@ -184,15 +249,18 @@ def train_epoch(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam,
     steps = 0
     for start in range(0, n, batch_size):
         idx = perm[start:start + batch_size]
-        xs, pres, lengths, y, v = train.batch(idx)
-        out = model(xs, pres, lengths)
-        loss, terms = loss_fn.terms(out, y, v)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sums += terms
+        if graphed is not None and len(idx) == batch_size:
+            sums += graphed.step(idx)
+        else:
+            sums += _step(model, loss_fn, opt, train, idx)
         steps += 1
     return dict(zip(TERM_KEYS, sums.tolist())), steps
+
+
+def use_cuda_graphs(requested: bool, device: torch.device, frame_level: list[bool]) -> bool:
+    """CUDA graphs are used when asked for, on a CUDA device, for utterance-level inputs only
+    (the LSTM path packs sequences with lengths on the host, which a graph cannot capture)."""
+    return bool(requested) and device.type == "cuda" and not any(frame_level)
 
 
 @dataclass
@@ -224,12 +292,15 @@ def train_fold(
     device: str = "auto",
     threads: int = 1,
     progress: Callable[[str], None] | None = None,
+    cuda_graphs: bool = True,
 ) -> FoldResult:
     """Train ``arm`` on fold ``fold`` of ``folds`` with ``seed``; see module docstring.
 
     ``arm`` is the resolved arm dict (``prmf.config.resolve_arm``): epochs,
     early_stop, lr, weight_decay, batch_size, valence_weight_in_selection and
-    the model switches.
+    the model switches. ``cuda_graphs``: replay full training steps from a
+    CUDA graph on a GPU (see :class:`GraphedSteps`; ignored on CPU and for
+    frame-level inputs).
     """
     say = progress or (lambda s: log.info(s))
     t0 = time.perf_counter()
@@ -259,6 +330,10 @@ def train_fold(
     model = build_model(arm, dims, len(store.class_names), frame_level=frame).to(dev)
     loss_fn = VAELossComputer.from_arm(arm)
     opt = make_optimizer(model, arm["lr"], arm["weight_decay"])
+    graphed = (GraphedSteps(model, loss_fn, opt, train, int(arm["batch_size"]))
+               if use_cuda_graphs(cuda_graphs, dev, frame) else None)
+    if graphed is not None:
+        say("CUDA graphs: full training steps are captured once per modality-dropout rate and replayed")
 
     epochs, patience, bs = int(arm["epochs"]), int(arm["early_stop"]), int(arm["batch_size"])
     vw = float(arm.get("valence_weight_in_selection", 0.25))
@@ -268,7 +343,7 @@ def train_fold(
     for epoch in range(epochs):
         te = time.perf_counter()
         model.set_epoch(epoch, epochs)
-        sums, steps = train_epoch(model, loss_fn, opt, train, bs, gen)
+        sums, steps = train_epoch(model, loss_fn, opt, train, bs, gen, graphed)
         val_pred = predict(model, sets["val"])
         vm = val_pred.metrics()
         score = selection_score(vm, vw)

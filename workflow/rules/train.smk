@@ -23,6 +23,7 @@ rule train_fold:
     params:
         arm=arm_params,
         device=RUNTIME["device"],
+        cuda_graphs=RUNTIME["cuda_graphs"],
     script:
         "../scripts/train_fold.py"
 

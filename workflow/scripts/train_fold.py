@@ -16,6 +16,7 @@ result = train_fold(
     arm,
     seed,
     device=snakemake.params.device,
+    cuda_graphs=snakemake.params.cuda_graphs,
     threads=snakemake.threads,
     progress=lambda line: print(line, file=sys.stderr),
 )
