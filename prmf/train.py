@@ -30,7 +30,7 @@ import torch
 
 from prmf.data.store import FeatureStore
 from prmf.metrics import emotion_metrics, selection_score
-from prmf.models import build_model
+from prmf.models import ModalityDropout, build_model
 from prmf.losses import TERM_KEYS, VAELossComputer
 from prmf.optim import LeanAdam
 
@@ -188,33 +188,30 @@ class GraphedSteps:
     On a GPU a step of these small models is bound by launching some 600
     kernels from Python, not by the GPU. The whole step -- batch gather from
     a static index buffer, forward, loss, backward and the fused Adam update
-    -- is captured once as a ``torch.cuda.CUDAGraph`` and then replayed with
-    one launch. Random numbers (input dropout, modality dropout, VAE
-    sampling) come from torch's CUDA generator, whose graph-safe Philox
-    offsets advance on every replay, so a seed still fixes the run.
-
-    The capture depends on the epoch's modality-dropout rate (a Python float
-    in the model), so it is redone whenever the rate changes; the first
-    ``warmup`` steps after a (re)capture request run eagerly on a side stream
-    (as the PyTorch recipe asks). Only full batches use the graph; the last,
-    smaller batch of an epoch runs eagerly.
+    -- is captured once per fold as a ``torch.cuda.CUDAGraph`` and then
+    replayed with one launch. Random numbers (input dropout, modality
+    dropout, VAE sampling) come from torch's CUDA generator, whose graph-safe
+    Philox offsets advance on every replay, so a seed still fixes the run.
+    The modality-dropout rate is read from a device tensor that ``set_epoch``
+    updates (``ModalityDropout.graph_safe``), so one capture serves every
+    epoch. The first ``warmup`` steps run eagerly on a side stream (as the
+    PyTorch recipe asks); only full batches use the graph, the last, smaller
+    batch of an epoch runs eagerly.
     """
 
     def __init__(self, model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, data: TensorSet,
                  batch_size: int, warmup: int = 2) -> None:
         self.model, self.loss_fn, self.opt, self.data = model, loss_fn, opt, data
         self.idx = torch.zeros(batch_size, dtype=torch.int64, device=data.labels.device)
-        self.warmup = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
         self.terms: torch.Tensor | None = None
-        self.rate: float | None = None
         self._eager_left = warmup
+        for module in model.modules():
+            if isinstance(module, ModalityDropout):
+                module.graph_safe = True
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """Train on rows ``idx`` (``[batch_size]``, on the device); returns the loss terms ``[6]``."""
-        rate = float(getattr(self.model, "modality_dropout_rate", 0.0))
-        if rate != self.rate:  # the captured step would use a stale rate
-            self.graph, self.terms, self.rate, self._eager_left = None, None, rate, self.warmup
         self.idx.copy_(idx)
         if self._eager_left > 0:
             self._eager_left -= 1
@@ -333,7 +330,7 @@ def train_fold(
     graphed = (GraphedSteps(model, loss_fn, opt, train, int(arm["batch_size"]))
                if use_cuda_graphs(cuda_graphs, dev, frame) else None)
     if graphed is not None:
-        say("CUDA graphs: full training steps are captured once per modality-dropout rate and replayed")
+        say("CUDA graphs: a full training step is captured once and replayed")
 
     epochs, patience, bs = int(arm["epochs"]), int(arm["early_stop"]), int(arm["batch_size"])
     vw = float(arm.get("valence_weight_in_selection", 0.25))

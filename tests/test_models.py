@@ -779,3 +779,22 @@ def test_build_model_is_deterministic_given_seed():
     b = build_model(small_arm("exp4"), DIMS, N_CLASSES)
     for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert na == nb and torch.equal(pa, pb)
+
+
+def test_modality_dropout_graph_safe_reads_the_rate_tensor():
+    """The CUDA-graph path: random numbers always drawn, the rate read from a tensor that set_epoch updates."""
+    present = torch.ones(4000, 3, dtype=torch.bool)
+    assert torch.equal(apply_modality_dropout(present, torch.tensor(0.0)), present)
+    hit = apply_modality_dropout(present, torch.tensor(0.3))
+    assert abs((~hit).any(dim=1).float().mean().item() - 0.3) < 0.03 and hit.any(dim=1).all()
+    model = build_model(small_arm("exp4"), DIMS, N_CLASSES)
+    md = model.modality_dropout
+    md.graph_safe = True
+    model.set_epoch(100, 150)
+    assert md.rate_tensor.item() == pytest.approx(md.rate) and md.rate > 0
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(md(present), present)
+    model.set_epoch(0, 150)  # warm-up: rate 0, same kernels, nothing dropped
+    assert md.rate_tensor.item() == 0.0
+    assert torch.equal(md(present), present)

@@ -35,7 +35,7 @@ def drop_modes(num_modalities: int) -> Tensor:
 
 def apply_modality_dropout(
     present: Tensor,
-    p: float,
+    p: float | Tensor,
     generator: torch.Generator | None = None,
     modes: Tensor | None = None,
 ) -> Tensor:
@@ -44,7 +44,9 @@ def apply_modality_dropout(
     Args:
         present: ``[B, M]`` bool mask of available modalities.
         p: probability that a sample is hit (one of the ``2**M - 2`` modes is
-            then chosen uniformly).
+            then chosen uniformly); a float, or a 0-d tensor on ``present``'s
+            device (then the random numbers are always drawn, so the call can
+            be captured in a CUDA graph and the rate changed between replays).
         generator: optional ``torch.Generator`` (on ``present``'s device);
             ``None`` uses torch's global RNG, so ``torch.manual_seed`` makes
             training reproducible.
@@ -52,11 +54,12 @@ def apply_modality_dropout(
             ``present``'s device (avoids rebuilding it every step).
 
     Returns:
-        New ``[B, M]`` bool mask (``present`` is not modified). When ``p <= 0``
-        or ``M < 2`` the input mask is returned and no random number is drawn.
+        New ``[B, M]`` bool mask (``present`` is not modified). When ``M < 2``,
+        or a float ``p <= 0``, the input mask is returned and no random number
+        is drawn.
     """
     batch, num_modalities = present.shape
-    if p <= 0 or num_modalities < 2:
+    if num_modalities < 2 or (not isinstance(p, Tensor) and p <= 0):
         return present
     if modes is None:
         modes = drop_modes(num_modalities).to(present.device)
@@ -102,17 +105,25 @@ class ModalityDropout(nn.Module):
         self.p_max = float(p_max)
         self.warmup_epochs = int(warmup_epochs)
         self.rate = 0.0
+        #: set by :class:`prmf.train.GraphedSteps`: draw from the device-side rate every step
+        self.graph_safe = False
         self.register_buffer("modes", drop_modes(num_modalities), persistent=False)
+        self.register_buffer("rate_tensor", torch.zeros(()), persistent=False)
 
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
         """Update the current rate ``p(epoch)`` (0-based epoch)."""
         self.rate = (
             dropout_rate(epoch, self.warmup_epochs, total_epochs, self.p_max) if self.enabled else 0.0
         )
+        self.rate_tensor.fill_(self.rate)
 
     def forward(self, present: Tensor) -> Tensor:
         """``present`` ``[B, M]`` bool -> mask after dropout ``[B, M]``."""
-        if not self.training or self.rate <= 0:
+        if not self.training or not self.enabled:
+            return present
+        if self.graph_safe:  # same kernels whatever the rate: a captured graph stays valid
+            return apply_modality_dropout(present, self.rate_tensor, modes=self.modes)
+        if self.rate <= 0:
             return present
         return apply_modality_dropout(present, self.rate, modes=self.modes)
 
