@@ -37,26 +37,44 @@ DIMS = (1024, 5120, 768)
 N_TRAIN = 3373 * 4 // 5
 
 
-def worker(arm: str, device: str, epochs: int, threads: int, graphs: bool = True) -> dict:
-    import numpy as np
+def setup(arm: str, device: str, threads: int):
+    """Allocator, threads and seed as ``train_fold`` sets them; returns ``(device, arm params, model)``."""
     import torch
 
-    from prmf.losses import VAELossComputer
     from prmf.models import build_model
-    from prmf.train import GraphedSteps, TensorSet, make_optimizer, predict, train_epoch, tune_allocator
+    from prmf.train import tune_allocator
 
     tune_allocator()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
+    params = {**COMMON, **ARMS[arm]}
+    return dev, params, build_model(params, list(DIMS), 6).to(dev)
+
+
+def result_row(arm: str, device: str, threads: int, times: list[float], eval_times: list[float] | None) -> dict:
+    """One table row from per-epoch wall times (the first epoch is warm-up and left out)."""
+    return {"arm": arm, "device": device, "threads": threads,
+            "train_s_per_epoch": statistics.median(times[1:]),
+            "eval_s_per_pass": statistics.median(eval_times[1:]) if eval_times else float("nan"),
+            "steps_per_epoch": -(-N_TRAIN // COMMON["batch_size"]),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def worker(arm: str, device: str, epochs: int, threads: int, graphs: bool = True) -> dict:
+    import numpy as np
+    import torch
+
+    from prmf.losses import VAELossComputer
+    from prmf.train import GraphedSteps, TensorSet, make_optimizer, predict, train_epoch
+
+    dev, params, model = setup(arm, device, threads)
     rng = np.random.default_rng(0)
     xs = [torch.from_numpy(rng.standard_normal((N_TRAIN, d), dtype=np.float32)).to(dev) for d in DIMS]
     data = TensorSet(names=np.arange(N_TRAIN).astype(str), xs=xs,
                      present=torch.ones(N_TRAIN, 3, dtype=torch.bool, device=dev), lengths=[None] * 3,
                      labels=torch.from_numpy(rng.integers(0, 6, N_TRAIN)).to(dev),
                      valence=torch.from_numpy(rng.uniform(-5, 5, N_TRAIN).astype(np.float32)).to(dev))
-    params = {**COMMON, **ARMS[arm]}
-    model = build_model(params, list(DIMS), 6).to(dev)
     loss_fn = VAELossComputer.from_arm(params)
     opt = make_optimizer(model, params["lr"], params["weight_decay"])
     gen = torch.Generator().manual_seed(0)
@@ -72,39 +90,35 @@ def worker(arm: str, device: str, epochs: int, threads: int, graphs: bool = True
         t = time.perf_counter()
         predict(model, data)  # eval pass over the same number of samples (a fold's val is 1/4 of this)
         eval_times.append(time.perf_counter() - t)
-    return {"arm": arm + (" (CUDA graph)" if graphed is not None else ""), "device": device, "threads": threads,
-            "train_s_per_epoch": statistics.median(times[1:]),
-            "eval_s_per_pass": statistics.median(eval_times[1:]),
-            "steps_per_epoch": -(-N_TRAIN // params["batch_size"]),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return result_row(arm + (" (CUDA graph)" if graphed is not None else ""), device, threads, times, eval_times)
 
 
 def gemm_floor_step(model, batch: int, device):
     """A closure running one step of ``model``'s matrix products (forward + backward) and its Adam update."""
     import torch
 
-    from torch.nn.modules.linear import NonDynamicallyQuantizableLinear  # MultiheadAttention.out_proj
-
-    from prmf.models import InputMajorLinear, StackedLinear
+    from prmf.models import InputMajorLinear, ProxyCrossModalAttention, StackedLinear
+    from prmf.models.attention import single_key_attention
     from prmf.train import make_optimizer
 
     gen = torch.Generator(device=device).manual_seed(0)
     rand = lambda *shape, grad=False: torch.randn(*shape, device=device, generator=gen).requires_grad_(grad)  # noqa: E731
     jobs = []  # (function of input, input, output-grad)
+    # the attention blocks' projections as the model runs them (their out_proj is not a job of its own)
+    skip = {id(blk.out_proj) for mod in model.modules() if isinstance(mod, ProxyCrossModalAttention)
+            for blk in mod.attn}
     for mod in model.modules():
         if isinstance(mod, InputMajorLinear):  # the wide first layers: no input gradient
             jobs.append((mod, rand(batch, mod.in_features), rand(batch, mod.out_features)))
         elif isinstance(mod, StackedLinear):
             jobs.append((mod, rand(mod.num_layers, batch, mod.in_features, grad=True),
                          rand(mod.num_layers, batch, mod.out_features)))
-        elif isinstance(mod, torch.nn.Linear) and not isinstance(mod, NonDynamicallyQuantizableLinear):
+        elif isinstance(mod, torch.nn.Linear) and id(mod) not in skip:
             jobs.append((mod, rand(batch, mod.in_features, grad=True), rand(batch, mod.out_features)))
-        elif isinstance(mod, torch.nn.MultiheadAttention):  # single key: value + output projections
-            h = mod.embed_dim
-            def fn(x, m=mod, h=h):
-                return m.out_proj(torch.nn.functional.linear(x, m.in_proj_weight[2 * h:], m.in_proj_bias[2 * h:]))
-
-            jobs.append((fn, rand(batch, h, grad=True), rand(batch, h)))
+        elif isinstance(mod, ProxyCrossModalAttention):  # single key: value + output projections, stacked
+            shape = (len(mod.attn), batch, mod.attn[0].embed_dim)
+            jobs.append((lambda x, blocks=mod.attn: single_key_attention(blocks, x), rand(*shape, grad=True),
+                         rand(*shape)))
     opt = make_optimizer(model, 3e-4, 1e-4)
 
     def step() -> None:
@@ -119,15 +133,7 @@ def gemm_floor_step(model, batch: int, device):
 def floor_worker(arm: str, device: str, epochs: int, threads: int) -> dict:
     import torch
 
-    from prmf.models import build_model
-    from prmf.train import tune_allocator
-
-    tune_allocator()
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    params = {**COMMON, **ARMS[arm]}
-    model = build_model(params, list(DIMS), 6).to(dev)
+    dev, params, model = setup(arm, device, threads)
     step = gemm_floor_step(model, params["batch_size"], dev)
     steps = -(-N_TRAIN // params["batch_size"])
     times = []
@@ -138,10 +144,7 @@ def floor_worker(arm: str, device: str, epochs: int, threads: int) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return {"arm": f"{arm} floor", "device": device, "threads": threads,
-            "train_s_per_epoch": statistics.median(times[1:]), "eval_s_per_pass": float("nan"),
-            "steps_per_epoch": steps,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return result_row(f"{arm} floor", device, threads, times, None)
 
 
 def main() -> None:

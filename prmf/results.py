@@ -365,6 +365,18 @@ def percent(value: float) -> str:
     return f"{100.0 * float(value):.2f}"
 
 
+def format_stat(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 2,
+                missing: str = MISSING_CELL) -> str:
+    """``"75.93 ± 0.42"``: ``mean`` (and ``std`` when given) x ``scale``; no std for ``None``/NaN,
+    ``missing`` for a ``None``/NaN mean."""
+    if mean is None or not math.isfinite(mean):
+        return missing
+    text = f"{scale * mean:.{digits}f}"
+    if std is not None and math.isfinite(std):
+        text += f" ± {scale * std:.{digits}f}"
+    return text
+
+
 def _escape_cell(text: object) -> str:
     """A Markdown table cell: pipes escaped, line breaks flattened."""
     return str(text).replace("|", r"\|").replace("\n", " ")

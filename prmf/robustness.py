@@ -626,19 +626,12 @@ def _short(subset_cond: str) -> str:
     return "+".join(x[:1].upper() for x in mods)
 
 
-def _fmt(mean: float, std: float, scale: float, digits: int) -> str:
-    if not np.isfinite(mean):
-        return "–"
-    s = f"{mean * scale:.{digits}f}"
-    if np.isfinite(std):
-        s += f" ± {std * scale:.{digits}f}"
-    return s
-
-
 def _table(stats, arms: Sequence[str], names: Mapping[str, str], split: str,
            columns: list[tuple[str, str, str]], scale: float = 100.0, digits: int = 2, bold: bool = True
            ) -> list[str]:
     """Markdown table: rows arms, columns ``(header, condition, metric)``; best mean per column bold."""
+    from prmf.results import format_stat  # pandas-backed module: imported only when writing tables
+
     idx = stats[stats.split == split].set_index(["arm", "condition", "metric"])
     cells: dict[tuple[str, int], tuple[float, float]] = {}
     for a in arms:
@@ -658,7 +651,7 @@ def _table(stats, arms: Sequence[str], names: Mapping[str, str], split: str,
         row = []
         for c in range(len(columns)):
             mean, std = cells.get((a, c), (np.nan, np.nan))
-            s = _fmt(mean, std, scale, digits)
+            s = format_stat(mean, std, scale, digits, missing="–")
             is_best = c in best and np.isfinite(mean) and abs(mean - best[c]) <= 1e-12
             if bold and is_best and len(arms) > 1:
                 s = f"**{s}**"

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from prmf.results import MISSING_CELL, SPLITS, ScanReport, display_name, markdown_table
+from prmf.results import MISSING_CELL, SPLITS, ScanReport, display_name, format_stat, markdown_table
 
 Summary = Mapping[str, Any]
 
@@ -122,13 +122,7 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     """``"75.93 ± 0.42"`` (values x ``scale``); one value alone; none -> ``—``."""
-    mean, std = mean_std(values)
-    if mean is None:
-        return MISSING_CELL
-    text = f"{scale * mean:.{digits}f}"
-    if std is not None:
-        text += f" ± {scale * std:.{digits}f}"
-    return text
+    return format_stat(*mean_std(values), scale=scale, digits=digits)
 
 
 def _bold(text: str) -> str:

@@ -185,7 +185,7 @@ def _step(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, data:
 class GraphedSteps:
     """Full-size training steps replayed from a CUDA graph.
 
-    On a GPU a step of these small models is bound by launching some 600
+    On a GPU a step of these small models is bound by launching hundreds of
     kernels from Python, not by the GPU. The whole step -- batch gather from
     a static index buffer, forward, loss, backward and the fused Adam update
     -- is captured once per fold as a ``torch.cuda.CUDAGraph`` and then

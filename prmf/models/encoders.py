@@ -114,6 +114,14 @@ class InputStage(nn.Module):
         return h if self.linear is None else torch.relu(self.linear(h))
 
 
+def input_stages(input_dims: list[int], frame_level: list[bool], hidden_dim: int, dropout: float,
+                 project: bool) -> nn.ModuleList:
+    """One :class:`InputStage` per modality."""
+    return nn.ModuleList(
+        InputStage(dim, hidden_dim, dropout, frames, project) for dim, frames in zip(input_dims, frame_level)
+    )
+
+
 class ModalityEncoders(nn.Module):
     """Deterministic encoders of all modalities.
 
@@ -133,11 +141,7 @@ class ModalityEncoders(nn.Module):
 
     def __init__(self, input_dims: list[int], frame_level: list[bool], hidden_dim: int, dropout: float) -> None:
         super().__init__()
-        self.hidden_dim = int(hidden_dim)
-        self.inputs = nn.ModuleList(
-            InputStage(dim, hidden_dim, dropout, frames, project=False)
-            for dim, frames in zip(input_dims, frame_level)
-        )
+        self.inputs = input_stages(input_dims, frame_level, hidden_dim, dropout, project=False)
         self.mlp_index = [m for m, frames in enumerate(frame_level) if not frames]
         k = len(self.mlp_index)
         self.hidden = (
@@ -182,10 +186,7 @@ class VariationalEncoders(nn.Module):
     def __init__(self, input_dims: list[int], frame_level: list[bool], hidden_dim: int, dropout: float) -> None:
         super().__init__()
         self.hidden_dim = int(hidden_dim)
-        self.inputs = nn.ModuleList(
-            InputStage(dim, hidden_dim, dropout, frames, project=True)
-            for dim, frames in zip(input_dims, frame_level)
-        )
+        self.inputs = input_stages(input_dims, frame_level, hidden_dim, dropout, project=True)
         m = len(self.inputs)
         self.shared = nn.Sequential(StackedLinear(m, hidden_dim, hidden_dim), nn.ReLU())
         self.heads = StackedLinear(m, hidden_dim, 2 * hidden_dim)

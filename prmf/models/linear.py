@@ -20,6 +20,13 @@ import torch
 from torch import Tensor, nn
 
 
+def init_like_linear(weight: Tensor, bias: Tensor, in_features: int) -> None:
+    """``nn.Linear``'s default initialisation, whatever the layout: weight and bias ``U(-1/sqrt(in), 1/sqrt(in))``."""
+    bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+    nn.init.uniform_(weight, -bound, bound)
+    nn.init.uniform_(bias, -bound, bound)
+
+
 class InputMajorLinear(nn.Module):
     """``y = x @ weight + bias`` with ``weight`` ``[in_features, out_features]``.
 
@@ -41,9 +48,7 @@ class InputMajorLinear(nn.Module):
 
     def reset_parameters(self) -> None:
         """``nn.Linear``'s default: ``U(-1/sqrt(in), 1/sqrt(in))`` for weight and bias."""
-        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        init_like_linear(self.weight, self.bias, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``[B, in]`` (or ``[..., in]``) -> ``[B, out]``."""

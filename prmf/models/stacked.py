@@ -13,10 +13,10 @@ backward, the stacked form about 0.23 ms; on a GPU it saves kernel launches.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
+
+from .linear import init_like_linear
 
 
 class StackedLinear(nn.Module):
@@ -40,9 +40,7 @@ class StackedLinear(nn.Module):
 
     def reset_parameters(self) -> None:
         """``nn.Linear``'s default for every slice: ``U(-1/sqrt(in), 1/sqrt(in))``."""
-        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        init_like_linear(self.weight, self.bias, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``[M, B, in]`` -> ``[M, B, out]``."""
