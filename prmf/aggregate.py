@@ -4,6 +4,9 @@
   the cv prediction file holds the out-of-fold predictions of all folds.
 - test metrics = the fold models' logits averaged (valence, fusion weights and
   uncertainties averaged too), then argmax.
+- fold health: ``summary.json``'s ``"health"`` collects the folds'
+  :func:`prmf.health.assess_fold` verdicts (``metrics.json`` -> ``"health"``);
+  see :func:`run_health`. Collapsed folds still count in every mean.
 
 Writes ``summary.json``, ``predictions_{split}.npz`` and the MERBench-named
 exports ``{split}_features:..._model:{export_name}+utt+None_f1:..._acc:..._val:..._{ts}.npz``.
@@ -12,16 +15,19 @@ exports ``{split}_features:..._model:{export_name}+utt+None_f1:..._acc:..._val:.
 from __future__ import annotations
 
 import json
-import math
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from prmf.health import health_line
 from prmf.metrics import emotion_metrics
 from prmf.predictions import FIELDS, read_fold_predictions, softmax, write_split_predictions
-from prmf.results import format_result_name
+from prmf.results import format_result_name, merbench_val_for_name
+
+log = logging.getLogger(__name__)
 
 TEST_SPLITS = ("test1", "test2", "test3")
 METRIC_KEYS = ("f1", "acc", "val_mse")
@@ -58,6 +64,38 @@ def _metrics_of(arrays: dict[str, np.ndarray]) -> dict:
     return emotion_metrics(arrays["pred"], arrays["labels"], arrays["valence"], arrays["valence_true"])
 
 
+def run_health(infos: Sequence[dict]) -> dict:
+    """Fold health of one run from its folds' ``metrics.json`` dicts (in fold order).
+
+    Returns ``{"folds": K, "collapsed_folds": [fold, ...], "n_collapsed": n,
+    "unknown_folds": [fold, ...], "collapsed_reasons": [[reason, ...], ...],
+    "best_epochs": [K], "epochs_run": [K]}``: fold indices are the folds'
+    own ``"fold"`` values; ``collapsed_reasons`` is aligned with
+    ``collapsed_folds``; ``best_epochs`` (0-based, as in ``metrics.json``) and
+    ``epochs_run`` are aligned with the folds (``None`` where a fold lacks
+    them). A fold whose ``metrics.json`` has no ``"health"`` dict (written
+    before fold health existed) is unknown: listed in ``unknown_folds``,
+    not counted as collapsed.
+    """
+    collapsed, reasons, unknown = [], [], []
+    for info in infos:
+        health = info.get("health")
+        if not isinstance(health, dict) or "collapsed" not in health:
+            unknown.append(info["fold"])
+        elif health["collapsed"]:
+            collapsed.append(info["fold"])
+            reasons.append(list(health.get("reasons") or []))
+    return {
+        "folds": len(infos),
+        "collapsed_folds": collapsed,
+        "n_collapsed": len(collapsed),
+        "unknown_folds": unknown,
+        "collapsed_reasons": reasons,
+        "best_epochs": [info.get("best_epoch") for info in infos],
+        "epochs_run": [info.get("epochs_run") for info in infos],
+    }
+
+
 def aggregate_run(
     fold_predictions: Sequence[str | Path],
     fold_metrics: Sequence[str | Path],
@@ -70,7 +108,10 @@ def aggregate_run(
     export_dir: str | Path,
     timestamp: float | None = None,
 ) -> dict:
-    """Aggregate one run; returns the summary dict (also written to ``summary_path``)."""
+    """Aggregate one run; returns the summary dict (also written to ``summary_path``).
+
+    Collapsed folds (see :func:`run_health`) are logged as warnings, one line each.
+    """
     timestamp = time.time() if timestamp is None else timestamp
     loaded = [read_fold_predictions(p) for p in fold_predictions]
     infos = [json.loads(Path(p).read_text()) for p in fold_metrics]
@@ -105,7 +146,7 @@ def aggregate_run(
         m = metrics[split]
         name = format_result_name(
             split, sorted(feature_names), arm["export_name"], m["f1"], m["acc"],
-            math.nan if m["val_mse"] is None else m["val_mse"], timestamp, dataset=dataset,
+            merbench_val_for_name(arrays["valence"], arrays["valence_true"]), timestamp, dataset=dataset,
         )
         write_split_predictions(export_dir / name, arrays, class_names, modalities, {**args, "split": split})
         exports.append(name)
@@ -121,6 +162,10 @@ def aggregate_run(
         "exports": exports,
         "train_seconds": round(sum(i.get("seconds", 0.0) for i in infos), 3),
         "epochs_run": [i.get("epochs_run") for i in infos],
+        "health": run_health(infos),
     }
+    for info in infos:
+        if isinstance(info.get("health"), dict) and info["health"].get("collapsed"):
+            log.warning(health_line(arm["arm"], seed, info["fold"], info["health"]))
     Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

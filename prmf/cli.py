@@ -3,7 +3,7 @@
     prmf synth --output features.h5 [--config config/config.yaml] [--seed S] [--scale F]
     prmf validate features.h5 [--json out.json] [--md out.md]
     prmf folds features.h5 --output folds.json [--folds 5] [--seed 0]
-    prmf train-fold --config C --arm A --seed S --fold K --store F --folds J --outdir D
+    prmf train-fold --config C [--config OVERLAY] --arm A --seed S --fold K --store F --folds J --outdir D
     prmf import-merbench ROOT --features a,t,v --output features.h5
     prmf extract-best --result-dir DIR [--result-dir DIR2 ...] --output best.md
 """
@@ -22,9 +22,10 @@ def _synth(args: argparse.Namespace) -> int:
     if args.config:
         from prmf.config import load_config
 
-        dataset = load_config(args.config)["dataset"]
+        dataset = load_config(*args.config)["dataset"]
         if dataset["source"] != "synthetic":
-            print(f"{args.config}: dataset.source is {dataset['source']!r}, not 'synthetic'", file=sys.stderr)
+            where = " + ".join(args.config)
+            print(f"{where}: dataset.source is {dataset['source']!r}, not 'synthetic'", file=sys.stderr)
             return 2
     dataset = {**dataset, "synthetic": dict(dataset.get("synthetic") or {})}
     if args.seed is not None:
@@ -69,7 +70,7 @@ def _train_fold(args: argparse.Namespace) -> int:
     from prmf.data.store import read_store
     from prmf.train import fold_output_paths, save_fold, train_fold
 
-    cfg = load_config(args.config)
+    cfg = load_config(*args.config)
     arm = resolve_arm(cfg, args.arm)
     rt = runtime_settings(cfg)
     store = read_store(args.store)
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="write the synthetic MER-like feature store")
     s.add_argument("--output", required=True)
-    s.add_argument("--config", help="take dataset.synthetic from this study config")
+    s.add_argument("--config", action="append", metavar="YAML",
+                   help="take dataset.synthetic from this study config (repeat to layer overlays)")
     s.add_argument("--seed", type=int)
     s.add_argument("--scale", type=float)
     s.add_argument("--dataset", help="dataset name recorded in the store")
@@ -107,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_folds)
 
     s = sub.add_parser("train-fold", help="train one arm x seed x fold outside Snakemake")
-    for a in ("--config", "--arm", "--store", "--folds", "--outdir"):
+    s.add_argument("--config", required=True, action="append", metavar="YAML",
+                   help="study config; repeat to layer an overlay, e.g. --config config/config.yaml "
+                        "--config config/mer2023.yaml")
+    for a in ("--arm", "--store", "--folds", "--outdir"):
         s.add_argument(a, required=True)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--fold", type=int, required=True)

@@ -1,11 +1,17 @@
-"""Study configuration: loading, schema validation, cross-checks, arm resolution.
+"""Study configuration: loading, layering, schema validation, cross-checks, arm resolution.
 
-The schema (``workflow/schemas/config.schema.yaml``) checks keys and types and
-fills defaults; :func:`check_config` adds the checks a schema cannot express
-(arm names that exist, heads that divide the hidden size, a root for MERBench
+A study may be one YAML file or several layered ones (``config/mer2023.yaml``
+over ``config/config.yaml``): later files update earlier ones key by key
+(:func:`merge_configs`, Snakemake's own rule for ``--configfile``). The schema
+(``workflow/schemas/config.schema.yaml``) checks keys and types and fills
+defaults; :func:`check_config` adds the checks a schema cannot express (arm
+names that exist, heads that divide the hidden size, a root for MERBench
 data). :func:`resolve_arm` gives one arm's complete parameter set: the
-``training`` block overlaid with the arm's own keys. A training job receives
-exactly this dict, so editing one arm reruns that arm only.
+``training`` block overlaid with the keys of the arm's ``base`` arm (if any)
+and then the arm's own keys. A training job receives exactly this dict, so
+editing one arm reruns that arm only. :func:`training_arms` maps every run arm
+to the arm whose folds it reads: arms whose training parameters are identical
+(``robust_v1`` and ``exp1`` are the same model) are trained once.
 """
 
 from __future__ import annotations
@@ -37,10 +43,29 @@ def validate_config(config: dict, schema: str | Path = SCHEMA) -> dict:
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    """Read and validate a YAML config file."""
-    with open(path) as fh:
-        config = yaml.safe_load(fh) or {}
+def merge_configs(base: dict, overlay: dict) -> dict:
+    """``base`` updated by ``overlay``: nested mappings merge key by key, anything else is replaced.
+
+    The same rule as Snakemake's ``--configfile`` over a workflow's ``configfile:``.
+    Returns a new dict; the inputs are not modified.
+    """
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(*paths: str | Path) -> dict:
+    """Read, layer (left to right) and validate YAML config files."""
+    if not paths:
+        raise ValueError("load_config: give at least one config file")
+    config: dict = {}
+    for path in paths:
+        with open(path) as fh:
+            config = merge_configs(config, yaml.safe_load(fh) or {})
     return validate_config(config)
 
 
@@ -55,6 +80,14 @@ def check_config(config: dict) -> None:
     for name in config.get("run_arms") or []:
         if name not in arms:
             raise ConfigError(f"run_arms: arm '{name}' is not defined under 'arms' (defined: {sorted(arms)})")
+    for name, spec in arms.items():
+        _arm_chain(config, name)  # unknown or circular `base`
+        if "model" not in spec and "base" not in spec:
+            raise ConfigError(f"arms.{name}: set 'model' (attention | prmf) or 'base' (another arm)")
+    tables = config.get("tables") or {}
+    ref = tables.get("reference_arm")
+    if ref is not None and ref not in arms:
+        raise ConfigError(f"tables.reference_arm: arm '{ref}' is not defined under 'arms' (defined: {sorted(arms)})")
     ds = config["dataset"]
     if ds["source"] == "merbench" and not ds.get("root"):
         raise ConfigError("dataset.root: required when dataset.source is 'merbench' (the MERBench folder "
@@ -76,11 +109,32 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"arms.{name}: model 'attention' has no VAE or proxy attention; use model 'prmf'")
 
 
+def _arm_chain(config: dict, arm: str) -> list[str]:
+    """``arm`` and its ``base`` ancestors, root first; raises on unknown or circular bases."""
+    arms = config["arms"]
+    chain: list[str] = []
+    name: str | None = arm
+    while name is not None:
+        if name not in arms:
+            where = f"arms.{chain[-1]}.base" if chain else "arm"
+            raise ConfigError(f"{where}: arm '{name}' is not defined under 'arms' (defined: {sorted(arms)})")
+        if name in chain:
+            raise ConfigError(f"arms.{arm}: circular 'base' chain {' -> '.join(chain + [name])}")
+        chain.append(name)
+        name = arms[name].get("base")
+    return chain[::-1]
+
+
+#: keys that name an arm in tables and exports, not how it is trained
+NAMING_KEYS = ("display_name", "export_name", "arm", "base")
+
+
 def resolve_arm(config: dict, arm: str) -> dict[str, Any]:
-    """Complete parameters of ``arm``: training defaults overlaid by the arm's keys.
+    """Complete parameters of ``arm``: training defaults, then its ``base`` arm's keys, then its own.
 
     Switch defaults are explicit (``use_vae`` etc. False, ``fusion`` uncertainty,
     ``tau`` 1.0, loss weights 0) so that the dict fully describes the model.
+    Names (``display_name``, ``export_name``) are never inherited from a base.
     """
     if arm not in config["arms"]:
         raise ConfigError(f"arm '{arm}' is not defined under 'arms' (defined: {sorted(config['arms'])})")
@@ -89,7 +143,10 @@ def resolve_arm(config: dict, arm: str) -> dict[str, Any]:
         use_vae=False, use_proxy_attention=False, use_modality_dropout=False, fusion="uncertainty",
         uncertainty="std", tau=1.0, kl_weight=0.0, recon_weight=0.0, cross_kl_weight=0.0,
     )
-    params.update(config["arms"][arm])
+    for name in _arm_chain(config, arm):
+        own = config["arms"][name]
+        params.update({k: v for k, v in own.items() if name == arm or k not in NAMING_KEYS})
+    params.pop("base", None)
     params.setdefault("display_name", arm)
     params.setdefault("export_name", DEFAULT_EXPORT_NAMES.get(arm, f"prmf_{arm}"))
     params["arm"] = arm
@@ -101,3 +158,40 @@ def runtime_settings(config: dict) -> dict[str, Any]:
     t = config.get("training", {})
     return {"threads": t.get("threads", 1), "device": t.get("device", "auto"),
             "cuda_graphs": bool(t.get("cuda_graphs", True))}
+
+
+def training_key(params: dict[str, Any]) -> str:
+    """What defines an arm's training, as a canonical JSON string.
+
+    Names are left out, and ``model: prmf`` with neither the VAE nor proxy
+    attention is MERBench's ``attention`` model (the same modules, built in the
+    same order), so ablation Exp1 and Robust v1 share a key. Keys that the
+    model family ignores (the VAE's loss weights, ``tau``, ``fusion`` and
+    ``uncertainty`` without the VAE; ``dropped_modality`` without the VAE) are
+    left out too.
+    """
+    import json
+
+    key = {k: v for k, v in params.items() if k not in NAMING_KEYS}
+    vae = bool(key.get("use_vae"))
+    if key.get("model") == "prmf" and not vae and not key.get("use_proxy_attention"):
+        key["model"] = "attention"
+    if not vae:
+        for k in ("kl_weight", "recon_weight", "cross_kl_weight", "tau", "fusion", "uncertainty",
+                  "dropped_modality"):
+            key.pop(k, None)
+    if not key.get("use_modality_dropout"):
+        for k in ("modality_dropout_max", "modality_dropout_unit", "warmup_epochs"):
+            key.pop(k, None)
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def training_arms(config: dict, arms: list[str] | None = None) -> dict[str, str]:
+    """Run arm -> the arm whose folds it reads: the first arm (in run order) with the same
+    :func:`training_key`. An arm maps to itself when no earlier arm trains the same model."""
+    arms = run_arms(config) if arms is None else arms
+    first: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for arm in arms:
+        out[arm] = first.setdefault(training_key(resolve_arm(config, arm)), arm)
+    return out

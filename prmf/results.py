@@ -17,8 +17,12 @@ evaluated split, and the metrics live in the *file name*::
   the *last two* ``+``-separated fields, so ``attention_robust_v2+utt+None``
   gives model ``attention_robust_v2``. A model part with fewer than three
   fields is malformed.
-* ``val`` is a 4-decimal number or ``nan`` (splits without valence labels,
-  e.g. ``test3``).
+* ``val`` is a 4-decimal number, or ``nan`` (older names of ours). For a
+  split without valence labels (test3) MERBench still writes a number: the MSE
+  of the predictions against its ``-10`` placeholder
+  (:func:`merbench_val_for_name`); our exports write the same, so the seed's
+  extraction regex (``val:`` then digits, a dot, digits) reads every name. Our own
+  ``predictions_*.npz``, ``summary.json`` and tables keep the honest NaN/None.
 * ``timestamp`` is ``time.time()`` as written by Python: an integer
   (``1769910916``) or a float (``1769910916.3972666``).
 
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -111,6 +116,29 @@ class ResultName:
 
 
 # --------------------------------------------------------------------------- names
+
+
+#: MERBench's label file stores this valence where it is unknown (test3)
+MERBENCH_VALENCE_PLACEHOLDER = -10.0
+
+
+def merbench_val_for_name(valence_pred: np.ndarray, valence_true: np.ndarray) -> float:
+    """The ``val:`` number MERBench writes in a result name: valence MSE over the split.
+
+    ``valence_pred``, ``valence_true`` ``[N]`` (NaN = unknown). Unknown labels
+    count as MERBench's ``-10`` placeholder, exactly as MERBench computes it, so
+    a split without any valence label (test3) gets ``mean((pred + 10)**2)``
+    instead of NaN. A split with labels gets the plain MSE over its labelled
+    samples (MERBench never mixes the two: on MER2023 a split has all or none).
+    """
+    pred = np.asarray(valence_pred, dtype=np.float64)
+    true = np.asarray(valence_true, dtype=np.float64)
+    known = np.isfinite(true)
+    if known.any():
+        return float(np.mean((pred[known] - true[known]) ** 2))
+    if not len(pred):
+        return math.nan
+    return float(np.mean((pred - MERBENCH_VALENCE_PLACEHOLDER) ** 2))
 
 
 def _format_timestamp(timestamp: float) -> str:

@@ -16,6 +16,13 @@ Conventions shared by every table:
 * ``—`` marks a missing value (e.g. ``val_mse`` null: no valence labels).
 * Output is deterministic: no dates, rows in a fixed order, and it always ends
   with a single newline.
+* Fold health (comparison and ablation tables): an arm with at least one
+  collapsed fold (``summary.json`` -> ``health``, see :mod:`prmf.health`) has
+  ``" ⚠ c/K folds collapsed"`` appended to its ``Method`` cell (``c``
+  collapsed folds of ``K`` over all its seeds; ``", u unknown"`` added when
+  ``u`` folds have no health record), and a list under the table names them
+  (``seed 0 fold 3``). Collapsed folds stay in every mean and test. Arms
+  without collapsed folds look exactly as before.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ HYPER_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 ABLATION_ARMS: tuple[str, ...] = ("exp1", "exp2", "exp3", "exp4", "exp5")
 REQUIRED_KEYS: tuple[str, ...] = ("dataset", "arm", "seed", "metrics")
+HEALTH_KEYS: tuple[str, ...] = ("folds", "collapsed_folds")
+HEALTH_MARK = "⚠"
 ZERO_VARIANCE_TOL = 1e-12
 
 
@@ -59,14 +68,31 @@ def validate_summary(summary: Summary) -> None:
     Required: ``dataset``, ``arm``, ``seed``, ``metrics`` (split -> ``{f1, acc,
     val_mse, n}``). Used when present: ``display_name``, ``switches``,
     ``hyper``, ``n_folds``, ``per_fold`` (split -> list of ``{fold, f1, acc,
-    ...}``).
+    ...}``), ``health`` (``{folds: K, collapsed_folds: [fold, ...],
+    n_collapsed, unknown_folds: [fold, ...], ...}``, see
+    :func:`prmf.aggregate.run_health`; absent or ``null`` in summaries
+    written before fold health existed: health unknown).
 
     Raises:
-        ValueError: naming the missing key.
+        ValueError: naming the missing key, or for a malformed ``health``.
     """
     missing = [key for key in REQUIRED_KEYS if key not in summary]
     if missing:
         raise ValueError(f"summary.json lacks {', '.join(missing)}: {dict(summary)!r:.200}")
+    health = summary.get("health")
+    if health is None:
+        return
+    where = f"summary.json of {summary['arm']} seed {summary['seed']}"
+    if not isinstance(health, Mapping):
+        raise ValueError(f"{where}: health is not a mapping: {health!r:.200}")
+    missing = [key for key in HEALTH_KEYS if key not in health]
+    if missing:
+        raise ValueError(f"{where}: health lacks {', '.join(missing)}: {dict(health)!r:.200}")
+    if not isinstance(health["collapsed_folds"], list) or not isinstance(health.get("unknown_folds", []), list):
+        raise ValueError(f"{where}: health collapsed_folds / unknown_folds must be lists: {dict(health)!r:.200}")
+    if health.get("n_collapsed", len(health["collapsed_folds"])) != len(health["collapsed_folds"]):
+        raise ValueError(f"{where}: health n_collapsed {health['n_collapsed']} != "
+                         f"{len(health['collapsed_folds'])} collapsed_folds")
 
 
 def group_by_arm(summaries: Sequence[Summary]) -> dict[str, list[Summary]]:
@@ -162,6 +188,62 @@ def _arm_label(arm: str, arms: Mapping[str, Mapping[str, Any]], runs: Sequence[S
     return arm
 
 
+def arm_health(runs: Sequence[Summary]) -> dict[str, Any]:
+    """Fold health of one arm over its runs (seeds).
+
+    Returns:
+        ``folds`` (total folds over the runs: ``health.folds``, else
+        ``n_folds``, else 0), ``collapsed`` (``[(seed, fold), ...]`` sorted)
+        and ``unknown`` (folds without a health record: ``health.unknown_folds``,
+        or all folds of a run without ``health``).
+    """
+    folds, unknown, collapsed = 0, 0, []
+    for run in runs:
+        health = run.get("health")
+        if health is None:
+            n = int(run.get("n_folds") or 0)
+            folds += n
+            unknown += n
+            continue
+        folds += int(health["folds"])
+        unknown += len(health.get("unknown_folds") or [])
+        collapsed += [(run["seed"], fold) for fold in health["collapsed_folds"]]
+    return {"folds": folds, "collapsed": sorted(collapsed), "unknown": unknown}
+
+
+def _health_mark(runs: Sequence[Summary]) -> str:
+    """``" ⚠ 2/10 folds collapsed"`` (``", 4 unknown"`` added when folds lack health); ``""`` when none collapsed."""
+    health = arm_health(runs)
+    if not health["collapsed"]:
+        return ""
+    text = f" {HEALTH_MARK} {len(health['collapsed'])}/{health['folds']} folds collapsed"
+    return text + (f", {health['unknown']} unknown" if health["unknown"] else "")
+
+
+def _marked_label(arm: str, arms: Mapping[str, Mapping[str, Any]], runs: Sequence[Summary]) -> str:
+    """:func:`_arm_label` plus :func:`_health_mark` (unchanged for arms without collapsed folds)."""
+    return _arm_label(arm, arms, runs) + _health_mark(runs)
+
+
+def _collapsed_note(groups: Mapping[str, list[Summary]], shown: Sequence[str]) -> list[str]:
+    """Lines under a table naming the collapsed folds of the arms ``shown``; none when there are none."""
+    items = []
+    for arm in shown:
+        collapsed = arm_health(groups[arm])["collapsed"]
+        if collapsed:
+            items.append(f"- `{arm}`: " + ", ".join(f"seed {seed} fold {fold}" for seed, fold in collapsed))
+    if not items:
+        return []
+    return [
+        "",
+        f"{HEALTH_MARK} Collapsed folds: best validation accuracy not above the validation part's "
+        "majority-class rate plus a margin, or a non-finite training loss (`summary.json` → `health`). "
+        "Their results are included in all means and tests.",
+        "",
+        *items,
+    ]
+
+
 def _join(items: Sequence[str]) -> str:
     return ", ".join(f"`{item}`" for item in items)
 
@@ -176,13 +258,13 @@ def _dataset_line(dataset: str | None) -> str:
 def _mean_std_section(
     groups: Mapping[str, list[Summary]], arms: Mapping[str, Mapping[str, Any]]
 ) -> tuple[str, list[str]]:
-    """Table of mean ± std per arm, and the arms without runs."""
+    """Table of mean ± std per arm (with the collapsed-fold list under it), and the arms without runs."""
     present = [arm for arm in arms if arm in groups]
     not_run = [arm for arm in arms if arm not in groups]
     rows, means = [], {column: [] for column in _metric_columns()}
     for arm in present:
         runs = groups[arm]
-        row = {"Method": _arm_label(arm, arms, runs), "Arm": arm, "Seeds": str(len(runs))}
+        row = {"Method": _marked_label(arm, arms, runs), "Arm": arm, "Seeds": str(len(runs))}
         for split in SPLITS:
             for metric, label in METRIC_LABELS:
                 values = split_values(runs, split, metric)
@@ -192,7 +274,8 @@ def _mean_std_section(
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["Method", "Arm", "Seeds", *_metric_columns()])
     frame = _bold_best_columns(frame, means)
-    return markdown_table(frame, ["l", "l", "r"] + ["r"] * 8), not_run
+    table = "\n".join([markdown_table(frame, ["l", "l", "r"] + ["r"] * 8), *_collapsed_note(groups, present)])
+    return table, not_run
 
 
 def _runs_label(n_runs: Sequence[int]) -> str:
@@ -241,7 +324,8 @@ def comparison_table(
         best: :func:`prmf.results.select_best` output, or ``None`` to omit
             the second section's table (a sentence says so).
         arms: arm name -> arm config; its order is the row order and its
-            ``display_name`` the row label.
+            ``display_name`` the row label (plus the collapsed-fold marker, see
+            the module docstring).
         display_names: model name -> display name for the best-of-runs rows
             (defaults: :data:`prmf.results.DEFAULT_DISPLAY_NAMES`).
     """
@@ -430,7 +514,7 @@ def _ablation_rows(
     for arm in present:
         runs = groups[arm]
         switches = runs[0].get("switches", {})
-        row = {"Arm": arm, "Method": _arm_label(arm, arms, runs)}
+        row = {"Arm": arm, "Method": _marked_label(arm, arms, runs)}
         row |= {label: _tick(switches.get(key)) for key, label in SWITCH_COLUMNS}
         row |= {label: _format_hyper(_hyper(runs, key)) for key, label in hypers}
         row["Seeds"] = str(len(runs))
@@ -542,6 +626,7 @@ def ablation_table(
     table), the number of seeds and mean ± std F1/ACC per split. Then, per
     split, ``reference`` is compared with every other arm by a paired t-test
     over (seed, fold) units. Arms without summaries are skipped with a note.
+    Arms with collapsed folds are marked (see the module docstring).
     """
     groups = group_by_arm(summaries)
     present = [arm for arm in ablation_arms if arm in groups]
@@ -563,6 +648,7 @@ def ablation_table(
             _ablation_rows(groups, arms, present, hypers),
             ["l", "l", "c", "c", "c", *(["r"] * len(hypers)), "r", *(["r"] * 8)],
         ),
+        *_collapsed_note(groups, present),
     ]
     if shared:
         parts += ["", f"Shared by all arms shown: {', '.join(shared)}."]

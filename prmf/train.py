@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from prmf.data.store import FeatureStore
+from prmf.health import assess_fold, health_line
 from prmf.metrics import emotion_metrics, selection_score
 from prmf.models import ModalityDropout, build_model
 from prmf.losses import TERM_KEYS, VAELossComputer
@@ -165,19 +166,41 @@ def predict(model: torch.nn.Module, data: TensorSet, batch_size: int = 1024,
     )
 
 
+def fit_standardizer(model: torch.nn.Module, store: FeatureStore, rows: np.ndarray) -> None:
+    """Fit the model's feature standardizer on ``rows`` of ``store`` (a fold's training part).
+
+    Mean and std per feature dimension over the rows where the modality is present
+    (absent and all-zero rows excluded; frame level: valid frames only); they become
+    the model's buffers, so ``model.pt`` carries them.
+    """
+    from prmf.models.standardize import standardization_stats
+
+    mods = store.modalities
+    xs = [store.features[m][rows] for m in mods]
+    present = np.stack([~np.asarray(store.missing[m][rows], dtype=bool) for m in mods], axis=1)
+    lengths = [store.lengths[m][rows] if m in store.lengths else None for m in mods]
+    model.standardizer.set_stats(standardization_stats(xs, present, lengths))
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> LeanAdam:
     """Adam with weight decay on torch's fused kernel (foreach where fused is unsupported)."""
     return LeanAdam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def _step(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, data: TensorSet,
-          idx: torch.Tensor) -> torch.Tensor:
-    """One optimisation step on rows ``idx`` of ``data``; returns the detached loss terms ``[6]``."""
+          idx: torch.Tensor, grad_clip: float | None = None) -> torch.Tensor:
+    """One optimisation step on rows ``idx`` of ``data``; returns the detached loss terms ``[6]``.
+
+    ``grad_clip``: clamp every gradient element to ``[-grad_clip, grad_clip]`` before the update
+    (MERBench's ``clip_grad_value_``; ``None`` = off).
+    """
     xs, pres, lengths, y, v = data.batch(idx)
     out = model(xs, pres, lengths)
     loss, terms = loss_fn.terms(out, y, v)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
     opt.step()
     return terms
 
@@ -200,8 +223,9 @@ class GraphedSteps:
     """
 
     def __init__(self, model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, data: TensorSet,
-                 batch_size: int, warmup: int = 2) -> None:
+                 batch_size: int, warmup: int = 2, grad_clip: float | None = None) -> None:
         self.model, self.loss_fn, self.opt, self.data = model, loss_fn, opt, data
+        self.grad_clip = grad_clip
         self.idx = torch.zeros(batch_size, dtype=torch.int64, device=data.labels.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.terms: torch.Tensor | None = None
@@ -218,21 +242,21 @@ class GraphedSteps:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                terms = _step(self.model, self.loss_fn, self.opt, self.data, self.idx)
+                terms = _step(self.model, self.loss_fn, self.opt, self.data, self.idx, self.grad_clip)
             torch.cuda.current_stream().wait_stream(side)
             return terms
         if self.graph is None:
             self.opt.zero_grad(set_to_none=True)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.terms = _step(self.model, self.loss_fn, self.opt, self.data, self.idx)
+                self.terms = _step(self.model, self.loss_fn, self.opt, self.data, self.idx, self.grad_clip)
         self.graph.replay()
         return self.terms.clone()
 
 
 def train_epoch(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, train: TensorSet,
-                batch_size: int, gen: torch.Generator, graphed: GraphedSteps | None = None
-                ) -> tuple[dict[str, float], int]:
+                batch_size: int, gen: torch.Generator, graphed: GraphedSteps | None = None,
+                grad_clip: float | None = None) -> tuple[dict[str, float], int]:
     """One pass over ``train`` in a random order drawn from ``gen``; returns (summed loss terms, steps).
 
     The loss terms are summed on the device and read once at the end, so a
@@ -249,7 +273,7 @@ def train_epoch(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam,
         if graphed is not None and len(idx) == batch_size:
             sums += graphed.step(idx)
         else:
-            sums += _step(model, loss_fn, opt, train, idx)
+            sums += _step(model, loss_fn, opt, train, idx, grad_clip)
         steps += 1
     return dict(zip(TERM_KEYS, sums.tolist())), steps
 
@@ -272,6 +296,7 @@ class FoldResult:
     metrics: dict[str, dict]
     seconds: float
     device: str
+    health: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -294,10 +319,13 @@ def train_fold(
     """Train ``arm`` on fold ``fold`` of ``folds`` with ``seed``; see module docstring.
 
     ``arm`` is the resolved arm dict (``prmf.config.resolve_arm``): epochs,
-    early_stop, lr, weight_decay, batch_size, valence_weight_in_selection and
-    the model switches. ``cuda_graphs``: replay full training steps from a
-    CUDA graph on a GPU (see :class:`GraphedSteps`; ignored on CPU and for
-    frame-level inputs).
+    early_stop (``None``: no early stopping, MERBench's loop), lr, weight_decay,
+    batch_size, grad_clip, standardize, valence_weight_in_selection and the
+    model switches. With ``standardize: zscore`` the model's standardizer is
+    fitted on the fold's training part only (present, non-zero rows) before
+    the first step; the statistics are buffers of the saved state dict.
+    ``cuda_graphs``: replay full training steps from a CUDA graph on a GPU
+    (see :class:`GraphedSteps`; ignored on CPU and for frame-level inputs).
     """
     say = progress or (lambda s: log.info(s))
     t0 = time.perf_counter()
@@ -325,14 +353,19 @@ def train_fold(
     dims = list(store.dims().values())
     frame = list(store.frame_level().values())
     model = build_model(arm, dims, len(store.class_names), frame_level=frame).to(dev)
+    if arm.get("standardize", "none") == "zscore":
+        fit_standardizer(model, store, tr_rows)
+        say(f"standardize: z-scores fitted on the fold's {len(tr_rows)} training samples")
     loss_fn = VAELossComputer.from_arm(arm)
     opt = make_optimizer(model, arm["lr"], arm["weight_decay"])
-    graphed = (GraphedSteps(model, loss_fn, opt, train, int(arm["batch_size"]))
+    grad_clip = None if arm.get("grad_clip") is None else float(arm["grad_clip"])
+    graphed = (GraphedSteps(model, loss_fn, opt, train, int(arm["batch_size"]), grad_clip=grad_clip)
                if use_cuda_graphs(cuda_graphs, dev, frame) else None)
     if graphed is not None:
         say("CUDA graphs: a full training step is captured once and replayed")
 
-    epochs, patience, bs = int(arm["epochs"]), int(arm["early_stop"]), int(arm["batch_size"])
+    epochs, bs = int(arm["epochs"]), int(arm["batch_size"])
+    patience = None if arm.get("early_stop") is None else int(arm["early_stop"])
     vw = float(arm.get("valence_weight_in_selection", 0.25))
     best_score, best_epoch, best_state, since_best = -float("inf"), -1, None, 0
     history: list[dict] = []
@@ -340,7 +373,7 @@ def train_fold(
     for epoch in range(epochs):
         te = time.perf_counter()
         model.set_epoch(epoch, epochs)
-        sums, steps = train_epoch(model, loss_fn, opt, train, bs, gen, graphed)
+        sums, steps = train_epoch(model, loss_fn, opt, train, bs, gen, graphed, grad_clip)
         val_pred = predict(model, sets["val"])
         vm = val_pred.metrics()
         score = selection_score(vm, vw)
@@ -363,14 +396,22 @@ def train_fold(
             f"val f1 {vm['f1']:.4f} acc {vm['acc']:.4f} mse {row['val_mse']:.4f} "
             f"score {score:.4f}{' *' if improved else ''} p_drop {row['modality_dropout_rate']:.3f} "
             f"({row['seconds']:.2f}s)")
-        if since_best >= patience:
+        if patience is not None and since_best >= patience:
             say(f"early stop: no improvement for {patience} epochs (best epoch {best_epoch + 1})")
             break
 
+    if best_state is None:  # no finite selection score in any epoch (e.g. the loss went NaN)
+        say("no epoch had a finite selection score: keeping the last epoch's weights")
+        best_epoch, best_state = len(history) - 1, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     preds = {split: predict(model, data) for split, data in sets.items()}
     metrics = {split: p.metrics() for split, p in preds.items()}
     metrics["val"]["best_epoch"] = best_epoch
+    health = assess_fold(
+        preds["val"].labels, max(float(r["val_acc"]) for r in history),
+        [r["train_loss"] for r in history], len(store.class_names),
+    )
+    say(health_line(arm["arm"], seed, fold, health))
     return FoldResult(
         state_dict={k: v.detach().cpu() for k, v in best_state.items()},
         history=history,
@@ -380,6 +421,7 @@ def train_fold(
         metrics=metrics,
         seconds=time.perf_counter() - t0,
         device=str(dev),
+        health=health,
     )
 
 
@@ -405,6 +447,6 @@ def save_fold(result: FoldResult, store: FeatureStore, arm: dict, seed: int, fol
     write_predictions(predictions, result.predictions, store.class_names, store.modalities, args)
     info = {"arm": arm["arm"], "seed": seed, "fold": fold, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 3),
-            "device": result.device, "metrics": result.metrics}
+            "device": result.device, "health": result.health, "metrics": result.metrics}
     Path(metrics).write_text(json.dumps(info, indent=2) + "\n")
     pd.DataFrame(result.history).to_csv(history, sep="\t", index=False)

@@ -67,6 +67,7 @@ def make_merbench_root(
     max_frames: int = 6,
     separation: float = 2.0,
     noise: float = 0.5,
+    zero_rows: dict[str, int] | None = None,
 ) -> Path:
     """Write a MERBench ``mer2023-dataset-process``-shaped folder and return ``root``.
 
@@ -96,6 +97,11 @@ def make_merbench_root(
         separation, noise: class prototype scale and per-sample/per-frame noise;
             features are ``prototype[class] + noise * N(0, 1)``, so classes are
             separable from every modality.
+        zero_rows: modality -> k: in every split, k samples get MERBench's "absent"
+            vector for that modality instead of features (``np.zeros(dim)``, or
+            ``np.zeros((1, dim))`` for frame-level files, as MERBench's extractors
+            write for no face / an empty transcript). Different modalities hit
+            different samples, and never the per-face-folder ones.
 
     Returns:
         ``root``.
@@ -125,6 +131,12 @@ def make_merbench_root(
         pos += n
         classes = rng.permutation(np.arange(n) % 6)
         corpus = {}
+        zero_at: dict[str, set[int]] = {}
+        start = face_folder_samples if split == "train" else 0
+        for m in ("audio", "text", "video"):
+            k = int((zero_rows or {}).get(m, 0))
+            zero_at[m] = set(range(start, min(n, start + k)))
+            start += k
         for j, (name, c) in enumerate(zip(names, classes)):
             c = int(c)
             if split == "test3" or (split == "train" and j < train_placeholder_valence):
@@ -149,6 +161,14 @@ def make_merbench_root(
                 np.save(folders["video"] / f"{name}.npy", v)
             else:
                 np.save(folders["video"] / f"{name}.npy", v.mean(axis=0))
+            # MERBench's absent vectors overwrite what was written above
+            if j in zero_at["audio"]:
+                np.save(folders["audio"] / f"{name}.npy", np.zeros(d_a, dtype=np.float32))
+            if j in zero_at["text"]:
+                np.save(folders["text"] / f"{name}.npy", np.zeros((1, d_t), dtype=np.float32))
+            if j in zero_at["video"]:
+                shape = (1, d_v) if frame_level_video else (d_v,)
+                np.save(folders["video"] / f"{name}.npy", np.zeros(shape, dtype=np.float32))
         corpora[f"{split}_corpus"] = corpus
 
     np.savez(root / "label-6way.npz", **{k: np.array(v, dtype=object) for k, v in corpora.items()})

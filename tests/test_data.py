@@ -75,17 +75,19 @@ def test_test3_has_no_valence_and_others_do(store):
 
 
 def test_test2_is_corrupted(store):
+    from prmf.data.zero_rows import zero_rows
+
     t1, t2 = store.split == "test1", store.split == "test2"
-    # some test2 samples miss a modality: all-zero row and flagged missing
-    flagged = sum(int(store.missing[m][t2].sum()) for m in store.features)
-    assert flagged > 0
+    # some test2 samples miss a modality: an all-zero row only, as MERBench writes it
+    # (the generator flags nothing; the store builder flags zero rows)
+    absent = {m: zero_rows(store.features[m]) for m in store.features}
+    assert sum(int(a[t2].sum()) for a in absent.values()) > 0
     for m in store.features:
-        assert not store.missing[m][~t2].any()
-        rows = store.features[m][store.missing[m]]
-        assert np.all(rows == 0)
+        assert not store.missing[m].any()
+        assert not absent[m][~t2].any()
     # stronger noise on audio and video: larger per-feature spread than clean test1
     for m in ("audio", "video"):
-        present = t2 & ~store.missing[m]
+        present = t2 & ~absent[m]
         assert store.features[m][present].std() > 1.4 * store.features[m][t1].std()
 
 
@@ -136,8 +138,17 @@ def _fatal_checks(report):
     return {f.check for f in report.fatal}
 
 
-def test_clean_store_validates(store):
-    report = validate_store(store, expected_dims={"audio": 10, "text": 14, "video": 8})
+def flagged(s):
+    """The store as the builder writes it: zero rows flagged absent (dataset.zero_rows: missing)."""
+    from prmf.data.zero_rows import flag_zero_rows
+
+    flag_zero_rows(s)
+    return s
+
+
+def test_clean_store_validates():
+    report = validate_store(flagged(generate(SyntheticConfig(**SMALL))),
+                            expected_dims={"audio": 10, "text": 14, "video": 8})
     assert not report.fatal, [f.message for f in report.fatal]
 
 
@@ -180,7 +191,7 @@ def test_inf_feature():
 
 
 def test_unflagged_zero_row_is_fatal_flagged_is_not():
-    s = generate(SyntheticConfig(**SMALL))
+    s = flagged(generate(SyntheticConfig(**SMALL)))
     s.features["text"][3] = 0
     r = validate_store(s)
     assert "zero_rows" in _fatal_checks(r)
@@ -204,7 +215,7 @@ def test_rows_not_aligned():
 
 
 def test_constant_columns_warn():
-    s = generate(SyntheticConfig(**SMALL))
+    s = flagged(generate(SyntheticConfig(**SMALL)))
     s.features["audio"][:, 4] = 1.5
     r = validate_store(s)
     assert any(f.check == "constant_columns" and f.modality == "audio" for f in r.warnings)

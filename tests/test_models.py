@@ -377,7 +377,11 @@ def test_apply_modality_dropout_generator_and_global_seed_determinism():
 
 def test_model_dropout_rate_and_eval_off():
     torch.manual_seed(0)
-    model = build_model(small_arm("exp4"), DIMS, N_CLASSES)
+    default = build_model(small_arm("exp4"), DIMS, N_CLASSES)
+    default.set_epoch(150, 150)
+    assert default.modality_dropout_rate == pytest.approx(0.2)  # the paper's p_max (SEED.md)
+    model = build_model(small_arm("exp4", modality_dropout_max=0.5, modality_dropout_unit="sample"),
+                        DIMS, N_CLASSES)
     assert model.modality_dropout_rate == 0.0
     model.set_epoch(15, 150)
     assert model.modality_dropout_rate == 0.0
@@ -473,6 +477,7 @@ def test_lstm_padding_beyond_length_is_ignored(cls):
 
 
 def test_lstm_encoder_returns_last_valid_hidden_state():
+    """MERBench's LSTMEncoder: linear_1(Dropout(h_n)), no activation; h_n taken at the last valid frame."""
     torch.manual_seed(0)
     enc = LSTMEncoder(3, 4, dropout=0.0).eval()
     x = torch.randn(2, 6, 3)
@@ -480,7 +485,9 @@ def test_lstm_encoder_returns_last_valid_hidden_state():
     with torch.no_grad():
         out = enc(x, lengths)
         full, _ = enc.lstm(x[1:2, :3])
-    torch.testing.assert_close(out[1], full[0, -1])
+        expected = full[0, -1] @ enc.linear_1.weight.T + enc.linear_1.bias
+    torch.testing.assert_close(out[1], expected)
+    assert (out < 0).any()  # no ReLU on the output
 
 
 def test_variational_encoder_sampling_and_clamp():
@@ -750,7 +757,10 @@ def test_build_model_defaults():
     assert model.proxy_attention.attn[0].num_heads == 4
     assert model.encoders.inputs[0].dropout.p == 0.4
     assert model.fusion.fusion == "uncertainty" and model.fusion.uncertainty == "std" and model.fusion.tau == 1.0
-    assert not model.modality_dropout.enabled and model.modality_dropout.p_max == 0.5
+    assert not model.modality_dropout.enabled and model.modality_dropout.p_max == 0.2
+    assert model.modality_dropout.unit == "batch" and model.dropped_modality == "mask"
+    assert model.standardizer is None
+    assert not any("standardizer" in k for k in model.state_dict())
 
 
 def test_build_model_rejects_bad_arms():
@@ -787,14 +797,19 @@ def test_modality_dropout_graph_safe_reads_the_rate_tensor():
     assert torch.equal(apply_modality_dropout(present, torch.tensor(0.0)), present)
     hit = apply_modality_dropout(present, torch.tensor(0.3))
     assert abs((~hit).any(dim=1).float().mean().item() - 0.3) < 0.03 and hit.any(dim=1).all()
-    model = build_model(small_arm("exp4"), DIMS, N_CLASSES)
-    md = model.modality_dropout
-    md.graph_safe = True
-    model.set_epoch(100, 150)
-    assert md.rate_tensor.item() == pytest.approx(md.rate) and md.rate > 0
-    model.train()
-    torch.manual_seed(0)
-    assert not torch.equal(md(present), present)
-    model.set_epoch(0, 150)  # warm-up: rate 0, same kernels, nothing dropped
-    assert md.rate_tensor.item() == 0.0
-    assert torch.equal(md(present), present)
+    for unit in ("batch", "sample"):
+        model = build_model(small_arm("exp4", modality_dropout_max=1.0, modality_dropout_unit=unit),
+                            DIMS, N_CLASSES)
+        md = model.modality_dropout
+        md.graph_safe = True
+        model.set_epoch(150, 150)
+        assert md.rate_tensor.item() == pytest.approx(md.rate) and md.rate == 1.0
+        model.train()
+        torch.manual_seed(0)
+        out = md(present)
+        assert (out != present).any(dim=1).all()  # rate 1: every row hit
+        if unit == "batch":
+            assert (out == out[0]).all()  # one mode for the whole batch
+        model.set_epoch(0, 150)  # warm-up: rate 0, same kernels, nothing dropped
+        assert md.rate_tensor.item() == 0.0
+        assert torch.equal(md(present), present)

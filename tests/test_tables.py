@@ -313,3 +313,109 @@ def test_ablation_without_reference(summaries: list[dict]) -> None:
     text = ablation_table([s for s in summaries if s["arm"] != "exp4"], ARMS)
     assert "The reference arm `exp4` has no runs; no paired comparison." in text
     assert "Skipped (no summary.json): `exp3`, `exp4`, `exp5`." in text
+
+
+# --------------------------------------------------------------------------- fold health
+
+
+def _with_health(summary: dict, collapsed: list[int], unknown: list[int] = ()) -> dict:
+    """``summary`` plus a ``health`` record (prmf.aggregate.run_health schema) of its ``n_folds`` folds."""
+    folds = summary["n_folds"]
+    return summary | {"health": {
+        "folds": folds, "collapsed_folds": collapsed, "n_collapsed": len(collapsed), "unknown_folds": list(unknown),
+        "collapsed_reasons": [["best val acc 0.262 <= majority-class rate 0.258 + 0.05"]] * len(collapsed),
+        "best_epochs": [1] * folds, "epochs_run": [12] * folds,
+    }}
+
+
+@pytest.fixture
+def collapsed_summaries(summaries: list[dict]) -> list[dict]:
+    """exp4: seed 1 fold 1 and seed 2 fold 0 collapsed (2 of 4 folds); exp1 healthy; exp2 without health."""
+    out = []
+    for s in summaries:
+        if s["arm"] == "exp4":
+            s = _with_health(s, [1] if s["seed"] == 1 else [0])
+        elif s["arm"] == "exp1":
+            s = _with_health(s, [])
+        out.append(s)
+    return out
+
+
+def _method_cells(text: str, column: int) -> dict[str, str]:
+    """Arm -> ``Method`` cell of the first table's rows (``column``: index of the ``Arm`` column)."""
+    cells = {}
+    for line in text.split("\n\n| Comparison")[0].splitlines():
+        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(parts) > 2 and parts[column].startswith("exp"):
+            cells.setdefault(parts[column], parts[1 - column])
+    return cells
+
+
+COLLAPSED_NOTE = (
+    "⚠ Collapsed folds: best validation accuracy not above the validation part's majority-class rate plus a "
+    "margin, or a non-finite training loss (`summary.json` → `health`). "
+    "Their results are included in all means and tests.\n"
+    "\n"
+    "- `exp4`: seed 1 fold 1, seed 2 fold 0\n"
+)
+
+
+def test_comparison_marks_collapsed_folds(collapsed_summaries: list[dict]) -> None:
+    text = comparison_table(collapsed_summaries, _best(), ARMS, {"prmf_exp9": "Ours (exp9)"})
+    assert _method_cells(text, 1) == {
+        "exp1": "Baseline (Exp1)",
+        "exp2": "+ Modality dropout (Exp2)",
+        "exp4": "P-RMF (full, Exp4) ⚠ 2/4 folds collapsed",
+    }
+    assert text.count("⚠") == 2
+    assert "| exp4 | 2 | **75.50 ± 0.71** |" in text  # numbers unchanged
+    assert "\n\n" + COLLAPSED_NOTE + "\nNot run (no summary.json)" in text
+    # removing the marker and the note gives back the golden table
+    golden = (GOLDEN / "comparison.md").read_text(encoding="utf-8")
+    assert text.replace(" ⚠ 2/4 folds collapsed", "").replace("\n\n" + COLLAPSED_NOTE.rstrip("\n"), "") == golden
+
+
+def test_ablation_marks_collapsed_folds(collapsed_summaries: list[dict]) -> None:
+    text = ablation_table(collapsed_summaries, ARMS)
+    assert _method_cells(text, 0) == {
+        "exp1": "Baseline (Exp1)",
+        "exp2": "+ Modality dropout (Exp2)",
+        "exp4": "P-RMF (full, Exp4) ⚠ 2/4 folds collapsed",
+    }
+    assert text.count("⚠") == 2
+    assert "\n\n" + COLLAPSED_NOTE + "\nShared by all arms shown" in text
+    assert "Reference: P-RMF (full, Exp4). Paired" in text  # the reference sentence is not marked
+    golden = (GOLDEN / "ablation.md").read_text(encoding="utf-8")
+    assert text.replace(" ⚠ 2/4 folds collapsed", "").replace("\n\n" + COLLAPSED_NOTE.rstrip("\n"), "") == golden
+
+
+def test_healthy_or_unknown_health_leaves_tables_unchanged(summaries: list[dict]) -> None:
+    healthy = [_with_health(s, []) if s["arm"] != "exp2" else s | {"health": None} for s in summaries]
+    check_golden("comparison.md", comparison_table(healthy, _best(), ARMS, {"prmf_exp9": "Ours (exp9)"}))
+    check_golden("ablation.md", ablation_table(healthy, ARMS))
+    unknown = [_with_health(s, [], unknown=[0, 1]) for s in summaries]
+    assert "⚠" not in comparison_table(unknown, None, ARMS) + ablation_table(unknown, ARMS)
+
+
+def test_marker_counts_unknown_folds(summaries: list[dict]) -> None:
+    # exp4 seed 1: fold 0 collapsed; seed 2: written before fold health existed (2 unknown folds)
+    runs = [_with_health(s, [0]) if (s["arm"], s["seed"]) == ("exp4", 1) else s for s in summaries]
+    text = comparison_table(runs, None, ARMS)
+    assert "| P-RMF (full, Exp4) ⚠ 1/4 folds collapsed, 2 unknown | exp4 | 2 |" in text
+    assert "- `exp4`: seed 1 fold 0\n" in text
+
+
+def test_validate_summary_health() -> None:
+    from prmf.tables import validate_summary
+
+    validate_summary(make_summary("exp1", 1))
+    validate_summary(_with_health(make_summary("exp1", 1), [1]))
+    validate_summary(make_summary("exp1", 1) | {"health": None})
+    with pytest.raises(ValueError, match="health lacks collapsed_folds"):
+        validate_summary(make_summary("exp1", 1) | {"health": {"folds": 2}})
+    with pytest.raises(ValueError, match="not a mapping"):
+        validate_summary(make_summary("exp1", 1) | {"health": [0]})
+    bad = _with_health(make_summary("exp1", 1), [1])
+    bad["health"]["n_collapsed"] = 2
+    with pytest.raises(ValueError, match="n_collapsed 2 != 1"):
+        validate_summary(bad)

@@ -14,6 +14,9 @@ and returns a :class:`~prmf.data.store.FeatureStore` (the caller writes it with
 * Utterance-level modalities are averaged over time (``mean(axis=0)``, as MERBench
   does); frame-level modalities are kept as ``[N, T, D]`` zero padded plus ``lengths``.
 * MERBench's valence placeholder ``-10`` (any valence < -5.5 or non-finite) becomes NaN.
+* All-zero rows (MERBench's extractors write ``np.zeros(dim)`` for a clip with no
+  detected face or an empty transcript) are flagged in the store's ``missing``
+  mask with ``zero_rows="missing"`` (the default; :mod:`prmf.data.zero_rows`).
 * Every sample is checked (present in every feature folder, readable, finite,
   consistent dims, known label, unique split); all fatal findings are reported
   together in one :class:`MerbenchImportError`.
@@ -39,6 +42,7 @@ import numpy as np
 
 from prmf.data.safe_pickle import UnsafePickleError, load_npz_restricted
 from prmf.data.store import EMOTIONS, MODALITIES, SPLITS, FeatureStore
+from prmf.data.zero_rows import flag_zero_rows
 
 __all__ = [
     "LABEL_FILE",
@@ -584,6 +588,7 @@ def import_merbench(
     max_frames: int | None = None,
     workers: int = 4,
     progress: bool = True,
+    zero_rows: str = "missing",
 ) -> FeatureStore:
     """Import a MERBench feature folder as a :class:`FeatureStore` (not written).
 
@@ -597,10 +602,14 @@ def import_merbench(
         max_frames: truncate frame-level sequences to this many frames.
         workers: processes for the file reads (serial for <= 1 or small inputs).
         progress: show a progress bar on stderr when it is a TTY.
+        zero_rows: ``"missing"`` flags every all-zero row (utterance level: all
+            zeros; frame level: every frame zero) as absent in ``missing``;
+            ``"error"`` flags nothing (validation then reports them as fatal).
 
     Returns:
         The store: samples ordered train, test1, test2, test3, names sorted
-        within each split; ``missing`` all False; ``source="merbench"``.
+        within each split; ``missing`` = the all-zero rows (or all False);
+        ``source="merbench"``.
 
     Raises:
         MerbenchImportError: listing every fatal finding (nothing is returned).
@@ -630,7 +639,7 @@ def import_merbench(
             for r in range(n):
                 x[r] = rows[r]
         feats[mod] = x
-    return FeatureStore(
+    store = FeatureStore(
         names=np.array(lab.names, dtype=str),
         labels=np.array(lab.labels, dtype=np.int64),
         valence=np.array(lab.valence, dtype=np.float32),
@@ -643,6 +652,8 @@ def import_merbench(
         dataset=dataset,
         lengths=lengths,
     )
+    flag_zero_rows(store, zero_rows)
+    return store
 
 
 # --------------------------------------------------------------------------- CLI hooks
@@ -674,6 +685,9 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="truncate frame-level sequences")
     parser.add_argument("--workers", type=int, default=4, help="processes reading feature files (default 4)")
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    parser.add_argument("--zero-rows", choices=("missing", "error"), default="missing",
+                        help="all-zero feature rows (MERBench: no face / empty transcript): flag them absent "
+                             "(missing, default) or leave them for validation to reject (error)")  # fmt: skip
 
 
 def _summary(store: FeatureStore, root: str, output: str, digest: str) -> str:
@@ -683,9 +697,11 @@ def _summary(store: FeatureStore, root: str, output: str, digest: str) -> str:
         shape = f"T<={x.shape[1]}, D={x.shape[2]}, frame level" if x.ndim == 3 else f"D={x.shape[1]}"
         dims.append(f"{m} {store.feature_names[m]} ({shape})")
     nan = int(np.isnan(store.valence).sum())
+    absent = ", ".join(f"{m} {int(np.asarray(store.missing[m]).sum())}" for m in store.features)
     return (
         f"Imported {store.dataset} from {root}: {len(store)} samples ({counts}); "
         f"features {'; '.join(dims)}; valence unknown (NaN) for {nan} sample(s); "
+        f"absent (all-zero rows) {absent}; "
         f"wrote {output} (sha256 {digest[:12]})."
     )
 
@@ -710,6 +726,7 @@ def cli_import_merbench(args: argparse.Namespace) -> int:
                 max_frames=getattr(args, "max_frames", None),
                 workers=int(getattr(args, "workers", 4)),
                 progress=not getattr(args, "no_progress", False),
+                zero_rows=getattr(args, "zero_rows", "missing"),
             )
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from prmf.data.store import FeatureStore, write_store
+from prmf.data.zero_rows import flag_zero_rows
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ def build_store(dataset: Mapping[str, Any], workers: int = 4) -> FeatureStore:
         if feats:
             block.setdefault("feature_names", feats)
         store = generate(SyntheticConfig.from_dict(block), dataset=dataset["name"])
+        flagged = flag_zero_rows(store, dataset.get("zero_rows", "missing"))
+        log.info("all-zero rows flagged absent per modality: %s", flagged)
     elif source == "merbench":
         from prmf.data.merbench import import_merbench
 
@@ -34,6 +37,7 @@ def build_store(dataset: Mapping[str, Any], workers: int = 4) -> FeatureStore:
             max_frames=dataset.get("max_frames"),
             workers=workers,
             progress=True,
+            zero_rows=dataset.get("zero_rows", "missing"),
         )
     else:
         raise ValueError(f"dataset.source: unknown source {source!r}; use 'synthetic' or 'merbench'")

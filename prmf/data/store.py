@@ -9,8 +9,11 @@ Layout of ``features.h5`` (h5py)::
     /features/{modality}  [N, D]     float32 utterance-level features
                           [N, T, D]  float32 frame-level features (zero padded)
     /lengths/{modality}   [N]        int64 valid frames (frame-level modalities only)
-    /missing/{modality}   [N]        bool, True where the *source* says the
-                                     modality is absent for that sample
+    /missing/{modality}   [N]        bool, True where the modality is absent for
+                                     that sample: flagged by the source, or an
+                                     all-zero row (MERBench's extractors write
+                                     zeros for no face / empty transcript;
+                                     ``dataset.zero_rows: missing``)
     attrs: class_names, modalities, feature_names (JSON), source, dataset,
            content_hash (sha256 over every array), format_version
 
@@ -45,7 +48,7 @@ class FeatureStore:
         valence: ``[N]`` float32 valence in [-5, 5], NaN where unknown.
         split: ``[N]`` split of each sample (``SPLITS``).
         features: modality -> ``[N, D]`` or ``[N, T, D]`` float32.
-        missing: modality -> ``[N]`` bool, absent according to the source.
+        missing: modality -> ``[N]`` bool, absent (source flag or all-zero row).
         lengths: modality -> ``[N]`` int64 frame counts (frame-level only).
         class_names: emotion names, index order of ``labels``.
         feature_names: modality -> feature extractor name (e.g. ``chinese-hubert-large-UTT``).

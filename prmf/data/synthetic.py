@@ -18,11 +18,21 @@ Generative story, per sample ``i`` of class ``c``:
    informativeness) and a per-sample quality factor ``q_im``: with
    probability ``bad_quality_prob`` one randomly chosen modality of the sample
    gets ``q = bad_quality_factor`` (very noisy), all others ``q = 1``.
-4. splits: ``train`` (cross-validation), ``test1`` (clean), ``test2``
+4. the flaws of real MERBench folders: each modality is multiplied by its own
+   scale (``scales``; on MER2023 hubert features are around 0.1 while LLM
+   hidden states reach the hundreds), ``outlier_dims[m]`` fixed dimensions of
+   a modality are multiplied by ``outlier_factor`` (the massive activations of
+   LLM hidden states), and a fraction ``zero_row_prob[m]`` of samples get an
+   all-zero row in modality ``m`` (MERBench's "no face detected" / "empty
+   transcript" vector), only where another modality of the sample is present;
+5. splits: ``train`` (cross-validation), ``test1`` (clean), ``test2``
    (MER-NOISE-like: audio and video noise multiplied by ``test2_noise_factor``
    and a fraction ``test2_missing_prob`` of samples with one modality missing,
-   stored as an all-zero vector and flagged in the store's ``missing`` mask),
-   ``test3`` (no valence labels: NaN).
+   stored as an all-zero vector), ``test3`` (no valence labels: NaN).
+
+As in a MERBench folder, absent entries are *only* zeros: the generator's
+``missing`` mask is all False, and the store builder flags the zero rows
+(:func:`prmf.data.zero_rows.flag_zero_rows`), exactly as for real features.
 
 Sizes are MER2023's (3373 / 411 / 412 / 834) times ``scale``; class
 proportions are MER2023's train proportions (871 / 822 / 689 / 383 / 462 / 146).
@@ -58,6 +68,10 @@ class SyntheticConfig:
     bad_quality_factor: float = 4.0
     test2_noise_factor: float = 2.0
     test2_missing_prob: float = 0.2
+    scales: dict[str, float] = field(default_factory=lambda: {"audio": 1.0, "text": 1.0, "video": 1.0})
+    outlier_dims: dict[str, int] = field(default_factory=dict)
+    outlier_factor: float = 20.0
+    zero_row_prob: dict[str, float] = field(default_factory=dict)
     feature_names: dict[str, str] = field(
         default_factory=lambda: {m: f"synthetic-{m}-UTT" for m in MODALITIES}
     )
@@ -104,6 +118,14 @@ def generate(cfg: SyntheticConfig, dataset: str = "synthetic") -> FeatureStore:
         hid = max(16, cfg.dims[m] // 2)
         proj_a[m] = rng.standard_normal((k, hid)) * (1.5 / np.sqrt(k))
         proj_b[m] = rng.standard_normal((hid, cfg.dims[m])) / np.sqrt(hid)
+    # per-modality scale, with a few fixed outlier dimensions (LLM-like massive activations)
+    col_scale = {}
+    for m in mods:
+        col = np.full(cfg.dims[m], float(cfg.scales.get(m, 1.0)))
+        n_out = min(int(cfg.outlier_dims.get(m, 0)), cfg.dims[m])
+        if n_out:
+            col[rng.choice(cfg.dims[m], size=n_out, replace=False)] *= cfg.outlier_factor
+        col_scale[m] = col
 
     sizes = split_sizes(cfg.scale)
     parts: dict[str, list] = {key: [] for key in ("names", "labels", "valence", "split")}
@@ -127,12 +149,19 @@ def generate(cfg: SyntheticConfig, dataset: str = "synthetic") -> FeatureStore:
                     quality[:, j] *= cfg.test2_noise_factor
             drop = rng.random(n) < cfg.test2_missing_prob
             absent[drop, rng.integers(0, len(mods), size=n)[drop]] = True
+        for j, m in enumerate(mods):  # extractor zero rows, never the last present modality
+            p = float(cfg.zero_row_prob.get(m, 0.0))
+            if p > 0:
+                hit = rng.random(n) < p
+                others_present = (~absent).sum(axis=1) - (~absent[:, j]) >= 1
+                absent[hit & others_present, j] = True
         for j, m in enumerate(mods):
             clean = np.tanh((z * views[m]) @ proj_a[m]) @ proj_b[m]
             x = clean + cfg.noise[m] * quality[:, [j]] * rng.standard_normal(clean.shape)
+            x = x * col_scale[m]
             x[absent[:, j]] = 0.0
             feats[m].append(x.astype(np.float32))
-            missing[m].append(absent[:, j])
+            missing[m].append(np.zeros(n, dtype=bool))  # zeros only, as MERBench writes them
         parts["names"].append(np.array([f"{split}_{i:05d}" for i in range(n)]))
         parts["labels"].append(labels.astype(np.int64))
         parts["valence"].append(valence)

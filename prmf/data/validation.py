@@ -16,8 +16,11 @@ Checks (``check`` key of a finding):
 - ``rows_aligned``: every modality has one feature row per labelled sample (fatal)
 - ``dims_consistent``: a modality's dimension matches the configured one (fatal)
 - ``finite``: no NaN/Inf in any feature (fatal)
-- ``zero_rows``: all-zero rows are legitimate only where the source flags the
-  modality missing (``missing`` mask); unflagged ones are fatal
+- ``zero_rows``: all-zero rows (MERBench's extractors write them for a clip with
+  no face or an empty transcript) flagged absent in the ``missing`` mask are a
+  warning with counts per split and the first names; unflagged ones (only
+  under ``dataset.zero_rows: error``) are fatal
+- ``all_absent``: a sample with every modality absent (fatal: nothing to fuse)
 - ``constant_columns``: feature columns constant over train (warning)
 - ``class_names`` / ``labels_range``: known emotion names, labels index them (fatal)
 - ``valence_range``: valence within [-5, 5] or NaN (fatal)
@@ -89,6 +92,15 @@ class ValidationReport:
                 f"| {m} | {info['feature_name']} | {info['dim']} | {'yes' if info['frame_level'] else 'no'} "
                 f"| {info['flagged_missing']} | {info['zero_rows']} |"
             )
+        absent = s.get("absent_by_split") or {}
+        if any(any(v["count"] for v in per.values()) for per in absent.values()):
+            lines += ["", "Absent entries (all-zero rows from the extractor, or flagged by the source), "
+                      "masked in training and evaluation:", "",
+                      "| modality | split | absent | first samples |", "|---|---|--:|---|"]
+            for m, per in absent.items():
+                for split, v in per.items():
+                    if v["count"]:
+                        lines.append(f"| {m} | {split} | {v['count']} | {', '.join(v['first'])} |")
         lines += ["", "| check | severity | message |", "|---|---|---|"]
         for f in self.findings:
             lines.append(f"| {f.check} | {f.severity} | {f.message.replace('|', '/')} |")
@@ -160,7 +172,7 @@ def validate_store(
     add("class_coverage", bool(missing_cls), f"classes absent from train: {missing_cls}",
         "every class present in train", severity="warning")
 
-    mod_summary = {}
+    mod_summary, absent_by_split = {}, {}
     for m, x in store.features.items():
         miss = np.asarray(store.missing.get(m, np.zeros(n, bool)), dtype=bool)
         add("rows_aligned", x.shape[0] != n or miss.shape[0] != n,
@@ -184,12 +196,23 @@ def validate_store(
             count=len(bad))
         zero = ~np.any(np.nan_to_num(flat) != 0, axis=1)
         unflagged = np.flatnonzero(zero & ~miss)
-        add("zero_rows", len(unflagged) > 0,
-            f"{path}: modality '{m}': {len(unflagged)} all-zero feature row(s) not flagged missing by "
-            f"the source: {_listed(names[unflagged])}; a zero vector is only legitimate where the "
-            "source marks the modality absent (check the feature extraction for these samples)",
-            f"{m}: {int(zero.sum())} all-zero rows, all flagged missing by the source", modality=m,
-            samples=list(map(str, names[unflagged][:MAX_LISTED])), count=len(unflagged))
+        flagged_zero = np.flatnonzero(zero & miss)
+        if len(unflagged):
+            add("zero_rows", True,
+                f"{path}: modality '{m}': {len(unflagged)} all-zero feature row(s) not flagged absent: "
+                f"{_listed(names[unflagged])}; MERBench's extractors write a zero vector when a clip has no "
+                "face or an empty transcript: set dataset.zero_rows: missing to treat them as absent, or "
+                "re-extract these samples", "", modality=m,
+                samples=list(map(str, names[unflagged][:MAX_LISTED])), count=len(unflagged))
+        elif len(flagged_zero):
+            per_split = ", ".join(f"{sp} {int((store.split[flagged_zero] == sp).sum())}" for sp in SPLITS
+                                  if (store.split[flagged_zero] == sp).any())
+            add("zero_rows", True,
+                f"modality '{m}': {len(flagged_zero)} all-zero row(s) treated as absent ({per_split}); "
+                f"first: {_listed(names[flagged_zero])}", "", severity="warning", modality=m,
+                samples=list(map(str, names[flagged_zero][:MAX_LISTED])), count=len(flagged_zero))
+        else:
+            add("zero_rows", False, "", f"{m}: no all-zero rows", modality=m)
         tr = flat[train & finite_rows & ~miss]
         if len(tr) > 1:
             const = np.flatnonzero(np.ptp(tr, axis=0) == 0)
@@ -197,6 +220,11 @@ def validate_store(
                 f"modality '{m}': {len(const)} feature column(s) constant over train "
                 f"(first: {const[:MAX_LISTED].tolist()})", f"{m}: no constant columns",
                 severity="warning", modality=m, count=len(const))
+        absent_by_split[m] = {
+            sp: {"count": int((miss & (store.split == sp)).sum()),
+                 "first": list(map(str, names[miss & (store.split == sp)][:3]))}
+            for sp in SPLITS
+        }
         mod_summary[m] = {
             "feature_name": store.feature_names.get(m, m),
             "dim": int(x.shape[-1]),
@@ -204,6 +232,18 @@ def validate_store(
             "flagged_missing": int(miss.sum()),
             "zero_rows": int(zero.sum()),
         }
+
+    if store.features and all(x.shape[0] == n for x in store.features.values()):
+        absent_all = np.ones(n, dtype=bool)
+        for m in store.features:
+            absent_all &= np.asarray(store.missing.get(m, np.zeros(n, bool)), dtype=bool)
+        bad_abs = np.flatnonzero(absent_all)
+        add("all_absent", len(bad_abs) > 0,
+            f"{path}: {len(bad_abs)} sample(s) with every modality absent (all-zero or flagged missing): "
+            f"{_listed(names[bad_abs])}; there is nothing to fuse for them: drop them from the label file "
+            "or re-extract their features",
+            "every sample has at least one modality present",
+            samples=list(map(str, names[bad_abs][:MAX_LISTED])), count=len(bad_abs))
 
     summary = {
         "n_samples": n,
@@ -216,6 +256,7 @@ def validate_store(
         "class_counts_train": {c: int((store.labels[train] == i).sum())
                                for i, c in enumerate(store.class_names)},
         "modalities": mod_summary,
+        "absent_by_split": absent_by_split,
     }
     return ValidationReport(path=str(path), findings=out, summary=summary)
 

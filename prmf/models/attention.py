@@ -51,7 +51,7 @@ class ProxyCrossModalAttention(nn.Module):
 
         a_m  = MHA_m(q=proxy[:, None], k=v=mu_m[:, None])    [B, 1, H] -> [B, H]
              (computed by single_key_attention)
-        a_m  = 0 where modality m is absent
+        a_m  = 0 where modality m is absent (no such zeroing when present is None)
         attn = sum_m w_m * a_m                                [B, H]
         x    = LayerNorm(proxy + Dropout(attn))
         out  = LayerNorm(x + FFN(x)),  FFN = Linear(H,2H)-GELU-Dropout-Linear(2H,H)-Dropout
@@ -82,20 +82,23 @@ class ProxyCrossModalAttention(nn.Module):
         )
         self.norm2 = nn.LayerNorm(hidden_dim)
 
-    def forward(self, proxy: Tensor, mu: Tensor, weights: Tensor, present: Tensor) -> Tensor:
+    def forward(self, proxy: Tensor, mu: Tensor, weights: Tensor, present: Tensor | None) -> Tensor:
         """Refine the proxy with attention over the modalities.
 
         Args:
             proxy: ``[B, H]`` fused proxy representation (query).
             mu: ``[B, M, H]`` per-modality representations (keys / values).
             weights: ``[B, M]`` fusion weights (0 for absent modalities).
-            present: ``[B, M]`` bool modality mask.
+            present: ``[B, M]`` bool modality mask, or ``None`` (the author's
+                ``std_1e6`` rule): every modality is attended to, with the
+                weight ``weights`` gives it.
 
         Returns:
             ``[B, H]`` refined representation.
         """
         per_modality = single_key_attention(self.attn, mu.transpose(0, 1)).transpose(0, 1)  # [B, M, H]
-        per_modality = per_modality.masked_fill(~present.unsqueeze(-1), 0.0)
+        if present is not None:
+            per_modality = per_modality.masked_fill(~present.unsqueeze(-1), 0.0)
         attn = (weights.unsqueeze(-1) * per_modality).sum(dim=1)  # [B, H]
         x = self.norm1(proxy + self.attn_dropout(attn))
         return self.norm2(x + self.ffn(x))

@@ -1,5 +1,6 @@
-"""Shared plumbing of both model families: input checks, modality dropout,
-input masking and the epoch-driven dropout schedule (``set_epoch``)."""
+"""Shared plumbing of both model families: input checks, optional feature
+standardization, modality dropout, input masking and the epoch-driven dropout
+schedule (``set_epoch``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import torch
 from torch import Tensor, nn
 
 from .modality_dropout import ModalityDropout, mask_inputs
+from .standardize import STANDARDIZE_MODES, FeatureStandardizer
 
 
 class MultimodalModel(nn.Module):
     """Base class: ``forward(xs, present, lengths)`` -> :class:`ModelOutput`.
 
-    Subclasses call :meth:`prepare_inputs` first; it applies modality dropout
-    (training only) and zeroes the inputs of absent modalities.
+    Subclasses call :meth:`prepare_inputs` first; it standardizes the inputs
+    (``standardize="zscore"``), applies modality dropout (training only) and
+    zeroes the inputs of absent modalities.
+
+    ``standardizer`` is a :class:`FeatureStandardizer` with ``standardize="zscore"``
+    (its statistics are buffers in ``state_dict``; fill them with
+    ``model.standardizer.set_stats(standardization_stats(...))``), else
+    ``None`` (and ``state_dict`` has no such entries).
     """
 
     def __init__(
@@ -23,8 +31,12 @@ class MultimodalModel(nn.Module):
         use_modality_dropout: bool,
         modality_dropout_max: float,
         warmup_epochs: int,
+        modality_dropout_unit: str = "batch",
+        standardize: str = "none",
     ) -> None:
         super().__init__()
+        if standardize not in STANDARDIZE_MODES:
+            raise ValueError(f"standardize must be one of {STANDARDIZE_MODES}, got {standardize!r}")
         if len(input_dims) < 1:
             raise ValueError("input_dims must name at least one modality")
         if frame_level is None:
@@ -37,8 +49,10 @@ class MultimodalModel(nn.Module):
         self.frame_level = [bool(f) for f in frame_level]
         self.num_modalities = len(input_dims)
         self.modality_dropout = ModalityDropout(
-            self.num_modalities, use_modality_dropout, modality_dropout_max, warmup_epochs
+            self.num_modalities, use_modality_dropout, modality_dropout_max, warmup_epochs,
+            unit=modality_dropout_unit,
         )
+        self.standardizer = FeatureStandardizer(self.input_dims) if standardize == "zscore" else None
 
     def set_epoch(self, epoch: int, total_epochs: int) -> None:
         """Set the modality-dropout rate for 0-based ``epoch`` of ``total_epochs``."""
@@ -55,7 +69,10 @@ class MultimodalModel(nn.Module):
         present: Tensor,
         lengths: list[Tensor | None] | None,
     ) -> tuple[list[Tensor], Tensor, list[Tensor | None]]:
-        """Check shapes, drop modalities (training), zero absent inputs.
+        """Check shapes, standardize, drop modalities (training), zero absent inputs.
+
+        Standardization comes first, so the absent and dropped modalities are
+        zeroed *after* it (an absent input is all zeros, not standardized zeros).
 
         Returns ``(xs, present, lengths)`` with ``present`` ``[B, M]`` bool the
         mask actually used.
@@ -77,6 +94,8 @@ class MultimodalModel(nn.Module):
                 )
         if present.dtype != torch.bool:
             present = present.bool()
+        if self.standardizer is not None:
+            xs = self.standardizer(xs, lengths)
         present = self.modality_dropout(present)
         xs, lengths = mask_inputs(xs, present, lengths)
         return xs, present, lengths

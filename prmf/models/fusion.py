@@ -2,7 +2,11 @@
 
 All fusions work on stacked tensors (modalities on dim 1) and an explicit
 boolean mask ``present`` ``[B, M]``; an absent modality always gets weight
-exactly 0 and receives no gradient through the fusion.
+exactly 0 and receives no gradient through the fusion. The one exception is
+the author's ``dropped_modality: std_1e6`` rule, which calls
+:class:`UncertaintyWeightedFusion` without a mask after setting the std of the
+absent entries to ``1e6`` (:func:`std_for_fusion`), so they keep a small
+nonzero weight.
 
 * :class:`UncertaintyWeightedFusion` -- P-RMF's proxy modality: a softmax over
   inverse uncertainties of the *present* modalities (``fusion: uncertainty``),
@@ -11,7 +15,8 @@ exactly 0 and receives no gradient through the fusion.
 * :class:`MaskedMeanFusion` -- uniform mean over present modalities (the proxy
   of the deterministic P-RMF ablation, Exp5).
 * :class:`AttentionWeightFusion` -- MERBench's ``attention`` fusion (raw,
-  unnormalised weights predicted from the concatenated hidden vectors).
+  unnormalised weights predicted by an ``MLPEncoder`` and ``fc_att`` from the
+  concatenated hidden vectors).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import FastDropout
+from .encoders import MLPEncoder
 
 FUSION_MODES = ("uncertainty", "precision")
 UNCERTAINTY_MODES = ("std", "variance")
 UNCERTAINTY_EPS = 1e-6
+#: the std the author's code gives an absent / dropped modality (``dropped_modality: std_1e6``)
+DROPPED_STD = 1e6
 
 
 def modality_uncertainty(std: Tensor, mode: str) -> Tensor:
@@ -38,6 +45,16 @@ def modality_uncertainty(std: Tensor, mode: str) -> Tensor:
     if mode == "variance":
         return std.square().mean(dim=-1)
     raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {mode!r}")
+
+
+def std_for_fusion(std: Tensor, present: Tensor) -> Tensor:
+    """The author's rule: ``std`` ``[B, M, H]`` with every absent entry (``present`` ``[B, M]``
+    False) replaced by :data:`DROPPED_STD` (``1e6``); present entries unchanged.
+
+    Used only to compute the fusion weights (``dropped_modality: std_1e6``); the
+    losses keep reading the encoder's own ``logvar``.
+    """
+    return torch.where(present.unsqueeze(-1), std, std.new_full((), DROPPED_STD))
 
 
 class UncertaintyWeightedFusion(nn.Module):
@@ -64,6 +81,11 @@ class UncertaintyWeightedFusion(nn.Module):
 
     A sample with no present modality gets all-zero weights and a zero proxy
     (the prior mean, for precision fusion).
+
+    ``present=None`` fuses every modality without a mask (the author's
+    ``std_1e6`` rule, whose absent entries arrive with ``std = 1e6`` from
+    :func:`std_for_fusion`: ``u = 1e6`` (``1e12`` for ``variance``), softmax
+    logit ``1 / (u + 1e-6) / tau`` ~ ``1e-6 / tau``, a small but nonzero weight).
     """
 
     def __init__(self, fusion: str = "uncertainty", uncertainty: str = "std", tau: float = 1.0) -> None:
@@ -78,19 +100,31 @@ class UncertaintyWeightedFusion(nn.Module):
         self.uncertainty = uncertainty
         self.tau = float(tau)
 
-    def forward(self, mu: Tensor, std: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, mu: Tensor, std: Tensor, present: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Fuse posteriors ``N(mu, std**2)``.
 
         Args:
             mu: ``[B, M, H]`` posterior means.
             std: ``[B, M, H]`` posterior standard deviations (> 0).
-            present: ``[B, M]`` bool modality mask.
+            present: ``[B, M]`` bool modality mask, or ``None``: no mask, every
+                modality takes part with the weight its ``std`` gives it.
 
         Returns:
             ``(proxy [B, H], weights [B, M], uncertainty [B, M])``; weights and
             uncertainty are exactly 0 where ``present`` is False.
         """
-        u = modality_uncertainty(std, self.uncertainty).masked_fill(~present, 0.0)
+        u = modality_uncertainty(std, self.uncertainty)
+        if present is None:
+            if self.fusion == "uncertainty":
+                weights = F.softmax((1.0 / (u + UNCERTAINTY_EPS)) / self.tau, dim=1)
+                proxy = (weights.unsqueeze(-1) * mu).sum(dim=1)
+            else:
+                precision = std.pow(-2)  # [B, M, H]
+                total = 1.0 + precision.sum(dim=1)
+                proxy = (precision * mu).sum(dim=1) / total
+                weights = (precision / total.unsqueeze(1)).mean(dim=-1)
+            return proxy, weights, u
+        u = u.masked_fill(~present, 0.0)
         if self.fusion == "uncertainty":
             logits = (1.0 / (u + UNCERTAINTY_EPS)) / self.tau
             logits = logits.masked_fill(~present, float("-inf"))
@@ -125,23 +159,25 @@ class MaskedMeanFusion(nn.Module):
 
 
 class AttentionWeightFusion(nn.Module):
-    """MERBench's ``attention`` fusion with a modality mask.
+    """MERBench's ``attention`` fusion, layer for layer, with a modality mask.
 
     ::
 
-        cat   = [h_1, ..., h_M] (absent h_m zeroed)        [B, M*H]
-        a     = Dropout(ReLU(Linear(M*H, H)(cat)))           [B, H]   (attention_mlp)
-        w     = Linear(H, M)(a) * present                    [B, M]   (fc_att, raw, no softmax)
-        fused = sum_m w_m * h_m                              [B, H]
+        cat   = [h_1, ..., h_M] (absent h_m zeroed)                  [B, M*H]
+        a     = MLPEncoder(M*H, H)(cat)                               [B, H]   (attention_mlp)
+              = ReLU(L3(ReLU(L2(ReLU(L1(Dropout(cat)))))))    L1: M*H -> H; L2, L3: H -> H
+        w     = Linear(H, M)(a) * present                             [B, M]   (fc_att, raw, no softmax)
+        fused = sum_m w_m * h_m                                       [B, H]
+
+    MERBench's ``attention`` has ``attention_mlp = MLPEncoder(3H, H, dropout)``
+    and ``fc_att = Linear(H, 3)``; the only difference is the mask (MERBench
+    has none: a missing modality there is an all-zero input vector, encoded
+    like any other).
     """
 
     def __init__(self, num_modalities: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
-        self.attention_mlp = nn.Sequential(
-            nn.Linear(num_modalities * hidden_dim, hidden_dim),
-            nn.ReLU(),
-            FastDropout(dropout),
-        )
+        self.attention_mlp = MLPEncoder(num_modalities * hidden_dim, hidden_dim, dropout)
         self.fc_att = nn.Linear(hidden_dim, num_modalities)
 
     def forward(self, h: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:

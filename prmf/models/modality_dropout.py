@@ -1,11 +1,21 @@
 """Step 0 of the method: progressive modality dropout and input masking.
 
-During training each sample, with probability ``p(e)``, loses a uniformly
-chosen non-empty proper subset of its modalities (for M = 3 in the order
-audio, text, video: A, T, V, A+T, A+V, T+V). Only present modalities can be
-dropped and a sample is never left without a modality: if the chosen subset
-covers every present modality the sample is kept as is. ``p(e)`` grows
-linearly after a warm-up (:func:`dropout_rate`).
+During training a *drop mode* -- a non-empty proper subset of the modalities
+(for M = 3 in the order audio, text, video: A, T, V, A+T, A+V, T+V) -- is
+removed with probability ``p(e)``. Two granularities (``unit``):
+
+* ``"batch"`` (the author's code, which draws once per call with Python's
+  ``random``): one draw decides whether the whole batch is hit, one draw picks
+  the mode, and that mode is applied to every sample of the batch;
+* ``"sample"``: every sample is hit independently with probability ``p(e)``
+  and draws its own mode.
+
+Either way only present modalities can be dropped and a sample is never left
+without a modality: if the mode covers every present modality of a sample,
+that sample keeps its mask. The draws use torch's RNG on the mask's device
+(never Python's ``random``), so ``torch.manual_seed`` fixes them and a GPU
+step never waits for the host. ``p(e)`` grows linearly after a warm-up
+(:func:`dropout_rate`).
 
 Dropped / absent modalities are then handled identically by every model: the
 mask ``present`` is updated and the inputs are zeroed (:func:`mask_inputs`).
@@ -33,40 +43,55 @@ def drop_modes(num_modalities: int) -> Tensor:
     return torch.tensor(rows, dtype=torch.bool).reshape(len(rows), num_modalities)
 
 
+DROPOUT_UNITS = ("batch", "sample")
+
+
 def apply_modality_dropout(
     present: Tensor,
     p: float | Tensor,
     generator: torch.Generator | None = None,
     modes: Tensor | None = None,
+    unit: str = "sample",
 ) -> Tensor:
-    """Randomly drop modalities, per sample.
+    """Randomly drop modalities, per sample or per batch.
 
     Args:
         present: ``[B, M]`` bool mask of available modalities.
-        p: probability that a sample is hit (one of the ``2**M - 2`` modes is
-            then chosen uniformly); a float, or a 0-d tensor on ``present``'s
-            device (then the random numbers are always drawn, so the call can
-            be captured in a CUDA graph and the rate changed between replays).
+        p: probability of a hit (one of the ``2**M - 2`` modes is then chosen
+            uniformly); a float, or a 0-d tensor on ``present``'s device (then
+            the random numbers are always drawn, so the call can be captured
+            in a CUDA graph and the rate changed between replays).
         generator: optional ``torch.Generator`` (on ``present``'s device);
             ``None`` uses torch's global RNG, so ``torch.manual_seed`` makes
             training reproducible.
         modes: optional precomputed :func:`drop_modes` table ``[K, M]`` on
             ``present``'s device (avoids rebuilding it every step).
+        unit: ``"sample"`` -- ``B`` hit draws and ``B`` mode draws, one per
+            sample; ``"batch"`` -- one hit draw and one mode draw for the whole
+            batch (the mode is the same for every row; a row whose present
+            modalities it would all remove keeps its mask). Both draw the same
+            kernels whatever ``p``, and neither reads a value back to the host.
+            This function defaults to ``"sample"`` (its behaviour before the
+            option existed); :class:`ModalityDropout` and ``build_model``
+            default to ``"batch"``, the author's granularity.
 
     Returns:
         New ``[B, M]`` bool mask (``present`` is not modified). When ``M < 2``,
         or a float ``p <= 0``, the input mask is returned and no random number
         is drawn.
     """
+    if unit not in DROPOUT_UNITS:
+        raise ValueError(f"modality_dropout_unit must be one of {DROPOUT_UNITS}, got {unit!r}")
     batch, num_modalities = present.shape
     if num_modalities < 2 or (not isinstance(p, Tensor) and p <= 0):
         return present
     if modes is None:
         modes = drop_modes(num_modalities).to(present.device)
     device = present.device
-    hit = torch.rand(batch, generator=generator, device=device) < p  # [B]
-    choice = torch.randint(modes.shape[0], (batch,), generator=generator, device=device)
-    drop = modes[choice] & hit.unsqueeze(1)  # [B, M]
+    draws = batch if unit == "sample" else 1
+    hit = torch.rand(draws, generator=generator, device=device) < p  # [B] or [1]
+    choice = torch.randint(modes.shape[0], (draws,), generator=generator, device=device)
+    drop = modes[choice] & hit.unsqueeze(1)  # [B, M] or [1, M] (broadcast over the batch)
     dropped = present & ~drop
     keeps_some = dropped.any(dim=1, keepdim=True)
     return torch.where(keeps_some, dropped, present)
@@ -92,15 +117,20 @@ class ModalityDropout(nn.Module):
 
     ``enabled=False`` makes it the identity with ``rate == 0.0``. The rate is
     set by :meth:`set_epoch` (until then it is 0). In eval mode the mask is
-    returned unchanged whatever the rate.
+    returned unchanged whatever the rate. ``unit`` (``"batch"``, the author's
+    granularity, or ``"sample"``) is passed to :func:`apply_modality_dropout`.
     """
 
-    def __init__(self, num_modalities: int, enabled: bool, p_max: float = 0.5, warmup_epochs: int = 0) -> None:
+    def __init__(self, num_modalities: int, enabled: bool, p_max: float = 0.2, warmup_epochs: int = 0,
+                 unit: str = "batch") -> None:
         super().__init__()
         if not 0.0 <= p_max <= 1.0:
             raise ValueError(f"modality_dropout_max must be in [0, 1], got {p_max!r}")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs!r}")
+        if unit not in DROPOUT_UNITS:
+            raise ValueError(f"modality_dropout_unit must be one of {DROPOUT_UNITS}, got {unit!r}")
+        self.unit = unit
         self.enabled = bool(enabled)
         self.p_max = float(p_max)
         self.warmup_epochs = int(warmup_epochs)
@@ -122,13 +152,14 @@ class ModalityDropout(nn.Module):
         if not self.training or not self.enabled:
             return present
         if self.graph_safe:  # same kernels whatever the rate: a captured graph stays valid
-            return apply_modality_dropout(present, self.rate_tensor, modes=self.modes)
+            return apply_modality_dropout(present, self.rate_tensor, modes=self.modes, unit=self.unit)
         if self.rate <= 0:
             return present
-        return apply_modality_dropout(present, self.rate, modes=self.modes)
+        return apply_modality_dropout(present, self.rate, modes=self.modes, unit=self.unit)
 
     def extra_repr(self) -> str:
-        return f"enabled={self.enabled}, p_max={self.p_max}, warmup_epochs={self.warmup_epochs}"
+        return (f"enabled={self.enabled}, p_max={self.p_max}, warmup_epochs={self.warmup_epochs}, "
+                f"unit={self.unit}")
 
 
 def mask_inputs(

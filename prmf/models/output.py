@@ -24,18 +24,22 @@ class ModelOutput:
             caller's mask after training-time modality dropout.
         fusion_weights: ``[B, M]`` per-sample modality weights, exactly 0 for
             absent modalities (the attention baseline reports its raw, unnormalised
-            attention weights); ``None`` never happens for the models here but the
-            field is optional for other model families.
+            attention weights), except under the author's ``dropped_modality:
+            std_1e6`` rule, where an absent modality of a VAE model keeps the
+            small weight its ``std = 1e6`` gives it; ``None`` never happens for
+            the models here but the field is optional for other model families.
         uncertainty: ``[B, M]`` per-modality uncertainty ``u_m`` used by the
-            uncertainty-weighted fusion (0 for absent modalities, read it together
-            with ``present``); ``None`` for deterministic models.
+            uncertainty-weighted fusion (0 for absent modalities, ``1e6`` under
+            ``std_1e6``; read it together with ``present``); ``None`` for
+            deterministic models.
         mu: ``[B, M, H]`` posterior means; ``None`` without a VAE.
         logvar: ``[B, M, H]`` posterior log-variances (clamped to
             ``[-10, 10]``); ``None`` without a VAE.
         recons: per modality ``[B, D_m]`` decoder reconstructions; ``None`` when
             the model has no decoders (``recon_weight == 0``).
-        targets: per modality ``[B, D_m]`` reconstruction targets: the (masked)
-            input vector, or its length-masked time-mean for frame-level
+        targets: per modality ``[B, D_m]`` reconstruction targets: the (masked;
+            with ``standardize: zscore`` standardized) input vector, or its
+            length-masked time-mean for frame-level
             modalities; ``None`` whenever ``recons`` is ``None``.
     """
 

@@ -1,5 +1,11 @@
 # Config access, arm/seed/fold lists, input functions and wildcard constraints.
-from prmf.config import check_config, resolve_arm, run_arms, runtime_settings
+from prmf.config import (
+    check_config,
+    resolve_arm,
+    run_arms,
+    runtime_settings,
+    training_arms,
+)
 
 MERBENCH_LABEL_FILE = "label-6way.npz"
 
@@ -15,6 +21,9 @@ EXPORTS = f"results/exports/{DATASET}"
 LOGS = f"results/logs/{DATASET}"
 BENCH = f"results/benchmarks/{DATASET}"
 RUNTIME = runtime_settings(config)
+# arm -> the arm whose folds it reads; identical arms (robust_v1 = exp1) train once
+TRAIN_ARM = training_arms(config)
+TRAINED_ARMS = sorted(set(TRAIN_ARM.values()))
 
 
 wildcard_constraints:
@@ -33,7 +42,7 @@ def arm_params(wildcards):
 def dataset_params():
     """Exactly the config keys that define the feature store."""
     ds = config["dataset"]
-    keys = ["name", "source", "modalities"]
+    keys = ["name", "source", "modalities", "zero_rows"]
     if ds["source"] == "synthetic":
         keys += ["synthetic", "features"]
     else:
@@ -61,9 +70,10 @@ def expected_dims():
 
 
 def fold_files(wildcards, name):
+    """The fold files an arm's run reads: those of the arm that trains its model."""
     return expand(
         f"{RUNS}/{{arm}}/seed{{seed}}/fold{{fold}}/{name}",
-        arm=wildcards.arm,
+        arm=TRAIN_ARM.get(wildcards.arm, wildcards.arm),
         seed=wildcards.seed,
         fold=FOLDS,
     )

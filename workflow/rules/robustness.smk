@@ -103,8 +103,8 @@ rule plot_fusion_weights:
 
 rule plot_training_curves:
     input:
-        histories=expand(
-            f"{RUNS}/{{{{arm}}}}/seed{{seed}}/fold{{fold}}/history.tsv",
+        histories=lambda wc: expand(
+            f"{RUNS}/{TRAIN_ARM.get(wc.arm, wc.arm)}/seed{{seed}}/fold{{fold}}/history.tsv",
             seed=SEEDS,
             fold=FOLDS,
         ),

@@ -1,7 +1,10 @@
-# Training stage: one GPU-tagged job per arm x seed x fold, then one aggregation per run.
+# Training stage: one GPU-tagged job per trained arm x seed x fold, then one
+# aggregation per run arm x seed (an arm identical to an earlier one reads its folds).
 
 
 rule train_fold:
+    wildcard_constraints:
+        arm="|".join(TRAINED_ARMS),
     input:
         store=rules.prepare_dataset.output.store,
         folds=rules.make_folds.output.folds,
