@@ -3,8 +3,6 @@
 
 
 rule train_fold:
-    wildcard_constraints:
-        arm="|".join(TRAINED_ARMS),
     input:
         store=rules.prepare_dataset.output.store,
         folds=rules.make_folds.output.folds,
@@ -18,6 +16,8 @@ rule train_fold:
         f"{LOGS}/train/{{arm}}/seed{{seed}}/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/train/{{arm}}/seed{{seed}}/fold{{fold}}.tsv"
+    wildcard_constraints:
+        arm="|".join(TRAINED_ARMS),
     conda:
         "../envs/prmf.yaml"
     threads: RUNTIME["threads"]
