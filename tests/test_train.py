@@ -120,3 +120,75 @@ def test_use_cuda_graphs_only_on_cuda_with_vectors():
     assert not use_cuda_graphs(False, torch.device("cuda"), [False, False, False])
     assert not use_cuda_graphs(True, torch.device("cpu"), [False, False, False])
     assert not use_cuda_graphs(True, torch.device("cuda"), [False, True, False])
+
+
+def test_early_stop_null_runs_every_epoch(data):
+    """MERBench's loop: no early stopping, every epoch runs, the best one is kept."""
+    store, folds = data
+    res = train_fold(store, folds, 1, {**ARM, "epochs": 6, "early_stop": None, "lr": 0.05}, seed=0, device="cpu")
+    assert res.epochs_run == 6
+    assert res.best_epoch == int(np.argmax([h["val_score"] for h in res.history]))
+
+
+def test_grad_clip_clamps_every_gradient_element(data):
+    from prmf.losses import VAELossComputer
+    from prmf.models import build_model
+    from prmf.train import _step, make_optimizer, tensor_set
+
+    store, folds = data
+    rows = np.flatnonzero(store.split == "train")[:32]
+    train = tensor_set(store, rows, torch.device("cpu"))
+    grads = {}
+    for clip in (None, 1e-4):
+        torch.manual_seed(0)
+        model = build_model(ARM, list(store.dims().values()), len(store.class_names))
+        opt = make_optimizer(model, 1e-3, 0.0)
+        _step(model, VAELossComputer.from_arm(ARM), opt, train, torch.arange(32), grad_clip=clip)
+        grads[clip] = max(float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None)
+    assert grads[None] > 1e-3
+    assert grads[1e-4] <= 1e-4 + 1e-12
+
+
+def test_zscore_fold_fits_on_training_rows_and_saves_the_statistics(data, tmp_path):
+    from prmf.models import build_model
+    from prmf.models.standardize import standardization_stats
+
+    store, folds = data
+    arm = {**ARM, "standardize": "zscore"}
+    res = train_fold(store, folds, 0, arm, seed=0, device="cpu")
+    row_of = {n: i for i, n in enumerate(store.names)}
+    tr = np.array([row_of[n] for n in folds["folds"][0]["train"]])
+    present = np.stack([~store.missing[m][tr] for m in store.modalities], 1)
+    want = standardization_stats([store.features[m][tr] for m in store.modalities], present)
+    for j, (mean, std) in enumerate(want):
+        np.testing.assert_allclose(res.state_dict[f"standardizer.mean_{j}"].numpy(), mean, rtol=1e-6)
+        np.testing.assert_allclose(res.state_dict[f"standardizer.std_{j}"].numpy(), std, rtol=1e-6)
+    # the saved state dict alone reproduces the fold's predictions (self-contained model.pt)
+    torch.save(res.state_dict, tmp_path / "model.pt")
+    model = build_model(arm, list(store.dims().values()), len(store.class_names))
+    model.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    from prmf.train import predict, tensor_set
+
+    t1 = tensor_set(store, store.indices("test1"), torch.device("cpu"))
+    np.testing.assert_allclose(predict(model, t1).logits, res.predictions["test1"].logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["mask", "std_1e6"])
+def test_dropped_modality_rules_train(data, rule):
+    store, folds = data
+    res = train_fold(store, folds, 0, {**ARM, "dropped_modality": rule}, seed=0, device="cpu")
+    t2 = res.predictions["test2"]
+    absent = np.stack([store.missing[m][store.split == "test2"] for m in store.modalities], 1)
+    assert np.isfinite(t2.logits).all()
+    if rule == "mask":
+        assert np.all(t2.fusion_weights[absent] == 0)
+    else:  # the author's trick leaves an absent modality a small, non-zero weight
+        assert np.all(t2.fusion_weights[absent] > 0)
+        assert np.all(t2.fusion_weights[absent] < t2.fusion_weights[~absent].max())
+
+
+def test_fold_health_is_recorded(data):
+    store, folds = data
+    res = train_fold(store, folds, 0, ARM, seed=0, device="cpu")
+    assert set(res.health) >= {"collapsed", "reasons", "majority_rate", "best_val_acc"}
+    assert res.health["best_val_acc"] == pytest.approx(max(h["val_acc"] for h in res.history))

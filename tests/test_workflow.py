@@ -120,6 +120,25 @@ def study(tmp_path_factory):
     return project, proc
 
 
+def test_default_study_trains_identical_arms_once(tmp_path):
+    """config/config.yaml: robust_v1 and exp1 are one model, trained once; every arm gets its row."""
+    import yaml
+
+    from e2e_helpers import REPO
+
+    for part in ("workflow", "config"):
+        shutil.copytree(REPO / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    n_runs = len(cfg["seeds"]) * cfg["cv"]["folds"]
+    proc = run_snakemake(tmp_path, "-n")
+    counts = jobs_run(proc)
+    n_arms = len(cfg["run_arms"])
+    assert {"robust_v1", "exp1"} <= set(cfg["run_arms"])
+    assert counts["train_fold"] == (n_arms - 1) * n_runs  # exp1 reads robust_v1's folds
+    assert counts["aggregate_run"] == n_arms * len(cfg["seeds"])  # both rows appear
+    assert "wildcards: arm=exp1, seed=0, fold=0" not in proc.stdout + proc.stderr
+
+
 def test_study_runs_every_job(study):
     project, proc = study
     counts = jobs_run(proc)
