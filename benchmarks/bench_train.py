@@ -1,9 +1,12 @@
 """Seconds per training epoch and peak memory at MER2023's real shape.
 
 Random features of MER2023's shape (3373 train samples, 4/5 used per fold;
-dims 1024 / 5120 / 768; hidden 128; batch 32) go through ``prmf.train``'s own
-epoch loop for the attention baseline and the full P-RMF arm (Exp4), on CPU
-(``--threads``, default 2) and on CUDA when present. Each (arm, device) runs in
+dims 1024 / 5120 / 768) go through ``prmf.train``'s own epoch loop for the
+attention baseline and the full P-RMF arm (Exp4), on CPU (``--threads``,
+default 2) and on CUDA when present. The arms are the paper study's
+(``config/config.yaml`` + ``config/mer2023.yaml``: hidden 128, batch 32, ...)
+with one change: no modality-dropout warm-up, so every timed epoch drops
+modalities. Each (arm, device) runs in
 a fresh subprocess so peak RSS is its own. Prints one Markdown table.
 
 A "floor" row per arm (``--floor``, on by default) times only the arm's matrix
@@ -26,15 +29,18 @@ import subprocess
 import sys
 import time
 
-ARMS = {
-    "baseline": {"model": "attention"},
-    "exp4": {"model": "prmf", "use_vae": True, "use_proxy_attention": True, "use_modality_dropout": True,
-             "kl_weight": 0.005, "recon_weight": 0.15, "cross_kl_weight": 0.01, "tau": 0.8, "warmup_epochs": 0},
-}
-COMMON = {"hidden_dim": 128, "dropout": 0.4, "num_attention_heads": 4, "modality_dropout_max": 0.5,
-          "lr": 3e-4, "weight_decay": 1e-4, "batch_size": 32}
+CONFIGS = ("config/config.yaml", "config/mer2023.yaml")
+#: what the benchmark changes of the study's arms
+OVERRIDES = {"warmup_epochs": 0}
 DIMS = (1024, 5120, 768)
 N_TRAIN = 3373 * 4 // 5
+
+
+def arm_params(arm: str) -> dict:
+    """The arm as the paper study resolves it, with :data:`OVERRIDES`."""
+    from prmf.config import PACKAGE_ROOT, load_config, resolve_arm
+
+    return {**resolve_arm(load_config(*(PACKAGE_ROOT / c for c in CONFIGS)), arm), **OVERRIDES}
 
 
 def setup(arm: str, device: str, threads: int):
@@ -48,16 +54,17 @@ def setup(arm: str, device: str, threads: int):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dev = torch.device(device)
-    params = {**COMMON, **ARMS[arm]}
+    params = arm_params(arm)
     return dev, params, build_model(params, list(DIMS), 6).to(dev)
 
 
-def result_row(arm: str, device: str, threads: int, times: list[float], eval_times: list[float] | None) -> dict:
+def result_row(arm: str, device: str, threads: int, batch_size: int, times: list[float],
+               eval_times: list[float] | None) -> dict:
     """One table row from per-epoch wall times (the first epoch is warm-up and left out)."""
     return {"arm": arm, "device": device, "threads": threads,
             "train_s_per_epoch": statistics.median(times[1:]),
             "eval_s_per_pass": statistics.median(eval_times[1:]) if eval_times else float("nan"),
-            "steps_per_epoch": -(-N_TRAIN // COMMON["batch_size"]),
+            "steps_per_epoch": -(-N_TRAIN // batch_size),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -65,7 +72,7 @@ def worker(arm: str, device: str, epochs: int, threads: int, graphs: bool = True
     import numpy as np
     import torch
 
-    from prmf.losses import VAELossComputer
+    from prmf.losses import TrainingLoss
     from prmf.train import GraphedSteps, TensorSet, make_optimizer, predict, train_epoch
 
     dev, params, model = setup(arm, device, threads)
@@ -75,7 +82,7 @@ def worker(arm: str, device: str, epochs: int, threads: int, graphs: bool = True
                      present=torch.ones(N_TRAIN, 3, dtype=torch.bool, device=dev), lengths=[None] * 3,
                      labels=torch.from_numpy(rng.integers(0, 6, N_TRAIN)).to(dev),
                      valence=torch.from_numpy(rng.uniform(-5, 5, N_TRAIN).astype(np.float32)).to(dev))
-    loss_fn = VAELossComputer.from_arm(params)
+    loss_fn = TrainingLoss.from_arm(params)
     opt = make_optimizer(model, params["lr"], params["weight_decay"])
     gen = torch.Generator().manual_seed(0)
     graphed = GraphedSteps(model, loss_fn, opt, data, params["batch_size"]) if graphs and dev.type == "cuda" else None
@@ -90,10 +97,11 @@ def worker(arm: str, device: str, epochs: int, threads: int, graphs: bool = True
         t = time.perf_counter()
         predict(model, data)  # eval pass over the same number of samples (a fold's val is 1/4 of this)
         eval_times.append(time.perf_counter() - t)
-    return result_row(arm + (" (CUDA graph)" if graphed is not None else ""), device, threads, times, eval_times)
+    return result_row(arm + (" (CUDA graph)" if graphed is not None else ""), device, threads,
+                      params["batch_size"], times, eval_times)
 
 
-def gemm_floor_step(model, batch: int, device):
+def gemm_floor_step(model, params: dict, device):
     """A closure running one step of ``model``'s matrix products (forward + backward) and its Adam update."""
     import torch
 
@@ -101,6 +109,7 @@ def gemm_floor_step(model, batch: int, device):
     from prmf.models.attention import single_key_attention
     from prmf.train import make_optimizer
 
+    batch = params["batch_size"]
     gen = torch.Generator(device=device).manual_seed(0)
     rand = lambda *shape, grad=False: torch.randn(*shape, device=device, generator=gen).requires_grad_(grad)  # noqa: E731
     jobs = []  # (function of input, input, output-grad)
@@ -119,7 +128,7 @@ def gemm_floor_step(model, batch: int, device):
             shape = (len(mod.attn), batch, mod.attn[0].embed_dim)
             jobs.append((lambda x, blocks=mod.attn: single_key_attention(blocks, x), rand(*shape, grad=True),
                          rand(*shape)))
-    opt = make_optimizer(model, 3e-4, 1e-4)
+    opt = make_optimizer(model, params["lr"], params["weight_decay"])
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -134,7 +143,7 @@ def floor_worker(arm: str, device: str, epochs: int, threads: int) -> dict:
     import torch
 
     dev, params, model = setup(arm, device, threads)
-    step = gemm_floor_step(model, params["batch_size"], dev)
+    step = gemm_floor_step(model, params, dev)
     steps = -(-N_TRAIN // params["batch_size"])
     times = []
     for _ in range(epochs + 1):
@@ -144,7 +153,7 @@ def floor_worker(arm: str, device: str, epochs: int, threads: int) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return result_row(f"{arm} floor", device, threads, times, None)
+    return result_row(f"{arm} floor", device, threads, params["batch_size"], times, None)
 
 
 def main() -> None:
@@ -178,8 +187,10 @@ def main() -> None:
                                      capture_output=True, text=True, check=True)
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     name = torch.cuda.get_device_name(0) if "cuda" in devices else ""
+    p = arm_params("exp4")
     print(f"torch {torch.__version__}, {a.threads} CPU threads{', GPU ' + name if name else ''}; "
-          f"MER2023 shape: {N_TRAIN} train samples/fold, dims {DIMS}, hidden 128, batch 32; "
+          f"MER2023 shape: {N_TRAIN} train samples/fold, dims {DIMS}, hidden {p['hidden_dim']}, "
+          f"batch {p['batch_size']}; "
           f"median of {a.epochs} epochs\n")
     print("| arm | device | steps/epoch | train s/epoch | ms/step | eval s/pass (2698 samples) | peak RSS MiB |")
     print("|---|---|--:|--:|--:|--:|--:|")

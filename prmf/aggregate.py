@@ -25,7 +25,7 @@ import numpy as np
 from prmf.health import health_line
 from prmf.metrics import emotion_metrics
 from prmf.predictions import FIELDS, read_fold_predictions, softmax, write_split_predictions
-from prmf.results import format_result_name, merbench_val_for_name
+from prmf.merbench_results import format_result_name, merbench_val_for_name
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,22 @@
     prmf folds features.h5 --output folds.json [--folds 5] [--seed 0]
     prmf train-fold --config C [--config OVERLAY] --arm A --seed S --fold K --store F --folds J --outdir D
     prmf import-merbench ROOT --features a,t,v --output features.h5
-    prmf extract-best --result-dir DIR [--result-dir DIR2 ...] --output best.md
+    prmf extract-best --result-dir DIR [--result-dir DIR2 ...] [--config C] [--display-names N.yaml] --output best.md
+    prmf merbench install|uninstall MERBENCH_DIR
+
+All argument parsing, printing and exit codes live here; the library functions
+they call raise and return. Exit codes: 0 success, 1 nothing found / fatal
+findings (``validate``, ``extract-best`` without results, an unwritable
+store), 2 refused input (bad options, a refused import).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -82,6 +91,221 @@ def _train_fold(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- import-merbench
+
+
+def _parse_feature_list(text: str) -> dict[str, str]:
+    """``"a,t,v"`` (audio, text, video folder names) -> modality mapping; ``ValueError`` naming ``--features``."""
+    from prmf.data.store import MODALITIES
+
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != len(MODALITIES) or not all(parts):
+        raise ValueError(
+            f"--features expects {len(MODALITIES)} comma-separated feature folder names in "
+            f"{','.join(MODALITIES)} order (e.g. chinese-hubert-large-UTT,Baichuan-13B-Base-UTT,"
+            f"clip-vit-large-patch14-UTT), got {text!r}"
+        )
+    return dict(zip(MODALITIES, parts))
+
+
+def _parse_frame_level(text: str) -> list[str]:
+    """``"video"`` / ``"audio,video"`` -> modalities; ``ValueError`` naming ``--frame-level``."""
+    from prmf.data.store import MODALITIES
+
+    mods = [m.strip() for m in (text or "").split(",") if m.strip()]
+    bad = [m for m in mods if m not in MODALITIES]
+    if bad:
+        raise ValueError(f"--frame-level: unknown modality {bad}; expected some of {','.join(MODALITIES)}")
+    return mods
+
+
+def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "root", metavar="ROOT", help="MERBench mer2023-dataset-process folder (label-6way.npz, features/)"
+    )
+    parser.add_argument("--features", required=True, metavar="A,T,V",
+                        help="feature folder names under ROOT/features in audio,text,video order")
+    parser.add_argument("--output", required=True, metavar="FEATURES_H5", help="feature store to write")
+    parser.add_argument("--dataset", default="MER2023", help="dataset name recorded in the store (default MER2023)")
+    parser.add_argument("--frame-level", default="", metavar="MODALITIES",
+                        help="comma-separated modalities kept frame level [N,T,D] (e.g. video)")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="truncate frame-level sequences")
+    parser.add_argument("--workers", type=int, default=4, help="processes reading feature files (default 4)")
+    parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    parser.add_argument("--zero-rows", choices=("missing", "error"), default="missing",
+                        help="all-zero feature rows (MERBench: no face / empty transcript): flag them absent "
+                             "(missing, default) or leave them for validation to reject (error)")
+
+
+def _import_summary(store, root: str, output: str, digest: str) -> str:
+    """One paragraph: sizes per split, features and dims, unknown valence, absent entries, the file written."""
+    import numpy as np
+
+    from prmf.data.store import SPLITS
+
+    counts = ", ".join(f"{s} {int((store.split == s).sum())}" for s in SPLITS)
+    dims = []
+    for m, x in store.features.items():
+        shape = f"T<={x.shape[1]}, D={x.shape[2]}, frame level" if x.ndim == 3 else f"D={x.shape[1]}"
+        dims.append(f"{m} {store.feature_names[m]} ({shape})")
+    nan = int(np.isnan(store.valence).sum())
+    absent = ", ".join(f"{m} {int(np.asarray(store.missing[m]).sum())}" for m in store.features)
+    return (
+        f"Imported {store.dataset} from {root}: {len(store)} samples ({counts}); "
+        f"features {'; '.join(dims)}; valence unknown (NaN) for {nan} sample(s); "
+        f"absent (all-zero rows) {absent}; "
+        f"wrote {output} (sha256 {digest[:12]})."
+    )
+
+
+def _import_merbench(args: argparse.Namespace) -> int:
+    """0 on success; 2 on a refused import (every finding on stderr, nothing written); 1 when the write fails."""
+    from prmf.data.merbench import MerbenchImportError, MerbenchImportWarning, import_merbench
+    from prmf.data.store import write_store
+
+    try:
+        features = _parse_feature_list(args.features)
+        frame_level = _parse_frame_level(args.frame_level)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MerbenchImportWarning)
+            store = import_merbench(args.root, features, dataset=args.dataset,
+                                    frame_level={m: True for m in frame_level}, max_frames=args.max_frames,
+                                    workers=args.workers, progress=not args.no_progress, zero_rows=args.zero_rows)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+    except (MerbenchImportError, ValueError) as err:
+        print(f"prmf import-merbench: {err}", file=sys.stderr)
+        return 2
+    try:
+        digest = write_store(args.output, store)
+    except OSError as err:
+        print(f"prmf import-merbench: cannot write {args.output}: {err}", file=sys.stderr)
+        return 1
+    print(_import_summary(store, str(args.root), str(args.output), digest))
+    return 0
+
+
+# --------------------------------------------------------------------------- extract-best
+
+
+#: where MERBench's main-release.py writes trimodal results (--save_root ./saved + "-trimodal" + /result)
+MERBENCH_RESULT_DIR = "saved-trimodal/result"
+
+
+def _add_extract_best_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--result-dir", "--result_dir", dest="result_dirs", action="append", metavar="DIR",
+                        help="folder searched recursively for MERBench *.npz result files (repeatable; "
+                             "--result_dir is the original extract_best_results.py spelling); default: "
+                             f"{MERBENCH_RESULT_DIR} (MERBench's trimodal result folder, from inside MERBench/)")
+    parser.add_argument("--output", type=Path, default=None, metavar="FILE.md",
+                        help="write the Markdown table here and a TSV beside it (same name, .tsv)")
+    parser.add_argument("--format", choices=("md", "tsv", "console"), default="console",
+                        help="what is printed on stdout (default: console)")
+    parser.add_argument("--config", action="append", metavar="YAML",
+                        help="study config whose arms (export_name -> display_name) and display_names name the "
+                             "models; repeat to layer an overlay")
+    parser.add_argument("--display-names", type=Path, default=None, metavar="FILE.yaml",
+                        help="YAML mapping model name -> display name (over --config's names); "
+                             "without either, models are shown by their names")
+
+
+def _load_display_names(path: str | Path) -> dict[str, str]:
+    """Read a YAML mapping ``model name -> display name``.
+
+    Raises:
+        ValueError: naming the file, when it is not a mapping of strings to strings.
+        OSError: when it cannot be read.
+    """
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: expected a mapping of model name -> display name (strings)")
+    return dict(data)
+
+
+def _display_names(config: Sequence[str] | None, names_file: Path | None) -> dict[str, str]:
+    """Names of ``--config`` (study arms and ``display_names``), then ``--display-names`` over them."""
+    names: dict[str, str] = {}
+    if config:
+        from prmf.config import load_config
+        from prmf.merbench_results import model_display_names
+
+        names.update(model_display_names(load_config(*config)))
+    if names_file is not None:
+        names.update(_load_display_names(names_file))
+    return names
+
+
+def _extract_best(args: argparse.Namespace) -> int:
+    """0 on success; 1 when no result file was found; 2 for an output ending in .tsv or unreadable names.
+
+    Skipped file names go to stderr (count, then one per line), the table in
+    ``--format`` to stdout.
+    """
+    from prmf.merbench_results import NoResultsError, extract_best, format_skipped, render_best
+
+    try:
+        names = _display_names(args.config, args.display_names)
+    except (OSError, ValueError) as err:  # the message names the file (and the key)
+        print(f"error: display names: {err}", file=sys.stderr)
+        return 2
+    if not args.result_dirs:
+        print(f"no --result-dir given: scanning ./{MERBENCH_RESULT_DIR} (MERBench's trimodal result folder)",
+              file=sys.stderr)
+        args.result_dirs = [MERBENCH_RESULT_DIR]
+    try:
+        report, best = extract_best(args.result_dirs, args.output, names)
+    except NoResultsError as err:
+        sys.stderr.write(format_skipped(err.report))
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"error: --output: {err}", file=sys.stderr)
+        return 2
+    sys.stderr.write(format_skipped(report))
+    sys.stdout.write(render_best(best, args.format, names))
+    return 0
+
+
+# --------------------------------------------------------------------------- merbench install
+
+
+def _merbench(args: argparse.Namespace) -> int:
+    """0 on success (also when nothing changed); 2 when refused (nothing changed); 3 when a write fails."""
+    from prmf.interop.merbench_install import MerbenchInstallError, install, uninstall
+
+    try:
+        if args.action == "install":
+            report = install(args.merbench_dir)
+        else:
+            report = uninstall(args.merbench_dir, force=args.force)
+    except MerbenchInstallError as err:
+        print(f"prmf merbench {args.action}: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"prmf merbench {args.action}: {err}", file=sys.stderr)
+        return 3
+    print(report.summary())
+    return 0
+
+
+def _add_merbench_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("merbench", help="install / uninstall the P-RMF models in a MERBench checkout")
+    msub = s.add_subparsers(dest="action", required=True)
+    m = msub.add_parser("install", help="register attention_robust and attention_robust_v2 in MERBENCH_DIR")
+    m.add_argument("merbench_dir", metavar="MERBENCH_DIR", help="the MERBench/ folder of a MERTools checkout")
+    m.set_defaults(func=_merbench)
+    m = msub.add_parser("uninstall", help="undo install: restore every edited file from its backup, delete ours")
+    m.add_argument("merbench_dir", metavar="MERBENCH_DIR", help="the MERBench/ folder of a MERTools checkout")
+    m.add_argument("--force", action="store_true",
+                   help="restore the backups even where an edited file changed after the install")
+    m.set_defaults(func=_merbench)
+
+
+# --------------------------------------------------------------------------- parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prmf", description="P-RMF experiment pipeline tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -122,22 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run every training step eagerly on a GPU (default: training.cuda_graphs)")
     s.set_defaults(func=_train_fold)
 
-    try:
-        from prmf.data.merbench import add_import_arguments, cli_import_merbench
+    s = sub.add_parser("import-merbench", help="import a MERBench/MER2023 feature folder into a store")
+    _add_import_arguments(s)
+    s.set_defaults(func=_import_merbench)
 
-        s = sub.add_parser("import-merbench", help="import a MERBench/MER2023 feature folder into a store")
-        add_import_arguments(s)
-        s.set_defaults(func=cli_import_merbench)
-    except ImportError:  # pragma: no cover - module under construction
-        pass
-    try:
-        from prmf.results import add_extract_best_arguments, cli_extract_best
+    s = sub.add_parser("extract-best", help="best result per (model, split) from MERBench-named NPZ files")
+    _add_extract_best_arguments(s)
+    s.set_defaults(func=_extract_best)
 
-        s = sub.add_parser("extract-best", help="best result per (model, split) from MERBench-named NPZ files")
-        add_extract_best_arguments(s)
-        s.set_defaults(func=cli_extract_best)
-    except ImportError:  # pragma: no cover
-        pass
+    _add_merbench_parser(sub)
     return p
 
 

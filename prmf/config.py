@@ -8,7 +8,10 @@ defaults; :func:`check_config` adds the checks a schema cannot express (arm
 names that exist, heads that divide the hidden size, a root for MERBench
 data). :func:`resolve_arm` gives one arm's complete parameter set: the
 ``training`` block overlaid with the keys of the arm's ``base`` arm (if any)
-and then the arm's own keys. A training job receives exactly this dict, so
+and then the arm's own keys. The schema is the one place a key gets its
+default (the model switches and loss weights included, as ``training``
+keys); nothing downstream (``build_model``, the loss, the training loop)
+has defaults of its own. A training job receives exactly this dict, so
 editing one arm reruns that arm only. :func:`training_arms` maps every run arm
 to the arm whose folds it reads: arms whose training parameters are identical
 (``robust_v1`` and ``exp1`` are the same model) are trained once.
@@ -16,6 +19,8 @@ to the arm whose folds it reads: arms whose training parameters are identical
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +29,6 @@ import yaml
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = PACKAGE_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
-#: export names of the seed study, so its display mapping applies
-DEFAULT_EXPORT_NAMES = {"baseline": "attention", "robust_v1": "attention_robust", "exp4": "attention_robust_v2"}
 #: keys of ``training`` that are job plumbing, not hyper-parameters of an arm
 RUNTIME_KEYS = ("threads", "device", "cuda_graphs")
 
@@ -129,35 +132,53 @@ def _arm_chain(config: dict, arm: str) -> list[str]:
 NAMING_KEYS = ("display_name", "export_name", "arm", "base")
 
 
-def resolve_arm(config: dict, arm: str) -> dict[str, Any]:
-    """Complete parameters of ``arm``: training defaults, then its ``base`` arm's keys, then its own.
+@functools.lru_cache(maxsize=None)
+def _schema_training_defaults(schema: str) -> dict[str, Any]:
+    with open(schema) as fh:
+        props = yaml.safe_load(fh)["properties"]["training"]["properties"]
+    return {key: spec["default"] for key, spec in props.items() if "default" in spec}
 
-    Switch defaults are explicit (``use_vae`` etc. False, ``fusion`` uncertainty,
-    ``tau`` 1.0, loss weights 0) so that the dict fully describes the model.
-    Names (``display_name``, ``export_name``) are never inherited from a base.
+
+def training_defaults(schema: str | Path = SCHEMA) -> dict[str, Any]:
+    """The schema's default of every ``training`` key (a fresh copy)."""
+    return copy.deepcopy(_schema_training_defaults(str(schema)))
+
+
+def _training(config: dict) -> dict[str, Any]:
+    """``config["training"]`` with the schema's default for every key it leaves out (appended, as
+    the schema's validation fills them; a validated config already has them all)."""
+    training = dict(config.get("training") or {})
+    for key, value in training_defaults().items():
+        training.setdefault(key, value)
+    return training
+
+
+def resolve_arm(config: dict, arm: str) -> dict[str, Any]:
+    """Complete parameters of ``arm``: ``training`` (over the schema's defaults), then its
+    ``base`` arm's keys, then its own.
+
+    Every hyper-parameter, model switch and loss weight has a value, so the
+    dict fully describes the model and its training. Names (``display_name``,
+    ``export_name``) are never inherited from a base; unset, they are the arm
+    name and ``prmf_<arm>``.
     """
     if arm not in config["arms"]:
         raise ConfigError(f"arm '{arm}' is not defined under 'arms' (defined: {sorted(config['arms'])})")
-    params: dict[str, Any] = {k: v for k, v in config.get("training", {}).items() if k not in RUNTIME_KEYS}
-    params.update(
-        use_vae=False, use_proxy_attention=False, use_modality_dropout=False, fusion="uncertainty",
-        uncertainty="std", tau=1.0, kl_weight=0.0, recon_weight=0.0, cross_kl_weight=0.0,
-    )
+    params: dict[str, Any] = {k: v for k, v in _training(config).items() if k not in RUNTIME_KEYS}
     for name in _arm_chain(config, arm):
         own = config["arms"][name]
         params.update({k: v for k, v in own.items() if name == arm or k not in NAMING_KEYS})
     params.pop("base", None)
     params.setdefault("display_name", arm)
-    params.setdefault("export_name", DEFAULT_EXPORT_NAMES.get(arm, f"prmf_{arm}"))
+    params.setdefault("export_name", f"prmf_{arm}")
     params["arm"] = arm
     return params
 
 
 def runtime_settings(config: dict) -> dict[str, Any]:
     """Job plumbing shared by all arms (threads, device, CUDA graphs)."""
-    t = config.get("training", {})
-    return {"threads": t.get("threads", 1), "device": t.get("device", "auto"),
-            "cuda_graphs": bool(t.get("cuda_graphs", True))}
+    t = _training(config)
+    return {"threads": t["threads"], "device": t["device"], "cuda_graphs": bool(t["cuda_graphs"])}
 
 
 def training_key(params: dict[str, Any]) -> str:

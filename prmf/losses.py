@@ -37,6 +37,8 @@ from torch import Tensor
 from prmf.models.output import ModelOutput
 
 TERM_KEYS = ("loss", "ce", "valence_mse", "kl", "recon", "cross_kl")
+#: arm keys of the auxiliary terms' weights
+WEIGHT_KEYS = ("kl_weight", "recon_weight", "cross_kl_weight")
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -84,8 +86,13 @@ def symmetric_gaussian_kl(mu_p: Tensor, logvar_p: Tensor, mu_q: Tensor, logvar_q
     ).sum(dim=-1)
 
 
-class VAELossComputer:
-    """Computes the total loss and its logged terms from a :class:`ModelOutput`.
+class TrainingLoss:
+    """The training objective of every arm (module docstring), from a :class:`ModelOutput`.
+
+    The task terms (CE + valence MSE) apply to every model; the weighted
+    auxiliary terms only to the outputs that carry them (``mu``/``logvar``:
+    VAE models; ``recons``: models with decoders), so for the baseline the loss
+    is the task loss.
 
     ``__call__(out, labels [B] int64, valence [B] float (NaN unknown))`` ->
     ``(total, terms)``; ``terms`` holds Python floats for ``loss, ce,
@@ -93,7 +100,7 @@ class VAELossComputer:
     when the model does not produce them).
     """
 
-    def __init__(self, kl_weight: float = 0.0, recon_weight: float = 0.0, cross_kl_weight: float = 0.0) -> None:
+    def __init__(self, *, kl_weight: float, recon_weight: float, cross_kl_weight: float) -> None:
         for name, value in (("kl_weight", kl_weight), ("recon_weight", recon_weight),
                             ("cross_kl_weight", cross_kl_weight)):
             if value < 0:
@@ -104,13 +111,14 @@ class VAELossComputer:
         self._pairs: dict[tuple[int, str], Tensor] = {}
 
     @classmethod
-    def from_arm(cls, arm: Mapping[str, Any]) -> VAELossComputer:
-        """Read ``kl_weight``, ``recon_weight``, ``cross_kl_weight`` (default 0.0) from an arm."""
-        def weight(key: str) -> float:
-            value = arm.get(key)
-            return 0.0 if value is None else float(value)
-
-        return cls(weight("kl_weight"), weight("recon_weight"), weight("cross_kl_weight"))
+    def from_arm(cls, arm: Mapping[str, Any]) -> TrainingLoss:
+        """The loss of a resolved arm (:func:`prmf.config.resolve_arm`): its ``kl_weight``,
+        ``recon_weight`` and ``cross_kl_weight``; a missing one is a :class:`ValueError` naming it."""
+        missing = [key for key in WEIGHT_KEYS if arm.get(key) is None]
+        if missing:
+            raise ValueError(f"arm {arm.get('arm', '')!r} does not set {', '.join(map(repr, missing))}: the loss "
+                             "needs a resolved arm (prmf.config.resolve_arm)")
+        return cls(**{key: float(arm[key]) for key in WEIGHT_KEYS})
 
     def _pair_index(self, num_modalities: int, device: torch.device) -> Tensor:
         """``[2, P]`` indices of the modality pairs ``i < j`` (cached)."""

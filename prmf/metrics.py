@@ -8,9 +8,18 @@
 - ``val_mse``: mean squared error of valence over samples whose label is known
   (finite); ``None`` when a set has no valence labels (MER2023's test3), never
   an MSE against a placeholder.
+
+Diagnostics of the robustness evaluation (:mod:`prmf.robustness`):
+
+- ``ece``: expected calibration error of class probabilities
+  (:func:`expected_calibration_error`)
+- :func:`auroc` of a score for positives vs negatives, :func:`spearman` rank
+  correlation (scikit-learn / SciPy, imported when called)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -62,3 +71,45 @@ def selection_score(metrics: dict, valence_weight: float = 0.25) -> float:
     if metrics.get("val_mse") is None:
         return float(metrics["f1"])
     return float(metrics["f1"] - valence_weight * metrics["val_mse"])
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """Standard ECE (Guo et al. 2017) of class probabilities ``[N, C]``; NaN for no samples.
+
+    Confidence = max probability, prediction = its class; ``n_bins`` equal-width
+    bins ``(i/B, (i+1)/B]`` (the first also takes 0); ECE = ``sum_b |B_b| / N *
+    |acc(B_b) - conf(B_b)|``.
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    if len(labels) == 0:
+        return float("nan")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        sel = bins == b
+        ece += sel.sum() / len(labels) * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """AUROC of a score for positives vs negatives (``sklearn.metrics.roc_auc_score``); NaN if a side is empty."""
+    from sklearn.metrics import roc_auc_score
+
+    negatives, positives = np.asarray(negatives, float).ravel(), np.asarray(positives, float).ravel()
+    if len(negatives) == 0 or len(positives) == 0:
+        return float("nan")
+    y = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
+    return float(roc_auc_score(y, np.r_[negatives, positives]))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (``scipy.stats.spearmanr``); NaN if undefined (constant or < 2 finite points)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(x[ok], y[ok]).statistic)

@@ -3,7 +3,7 @@
 Every figure is written as PNG (200 dpi) and SVG, sized for a printed page
 (single figure width ~ 7 in), with labelled axes and units, a legend and the
 arms' display names. Arms keep one colour across figures (their order in the
-study). Input frames are the long robustness TSVs (:mod:`prmf.robustness`).
+study). Input frames are the long robustness TSVs (:func:`prmf.robustness.read_robustness`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from prmf.robustness import (  # noqa: E402
-    clean_condition,
+from prmf.robustness.conditions import (  # noqa: E402
     missing_condition,
     noise_condition,
     subset_condition,
@@ -159,7 +158,7 @@ def plot_fusion_weights(df: pd.DataFrame, display_names: Mapping[str, str], moda
     with plt.rc_context(RC):
         fig, axes = plt.subplots(2, len(modalities), figsize=(7.0, 4.6), squeeze=False, sharex=True)
         for c, mod in enumerate(modalities):
-            conds = [clean_condition(modalities)] + [noise_condition(mod, s) for s in levels]
+            conds = [subset_condition(modalities)] + [noise_condition(mod, s) for s in levels]
             for r, (metric, ylabel) in enumerate(((f"weight:{mod}", "Fusion weight"),
                                                   (f"uncertainty:{mod}", "Uncertainty u"))):
                 ax = axes[r, c]

@@ -1,9 +1,15 @@
 """Paper tables as Markdown strings.
 
 Inputs are the per-run ``summary.json`` dicts written by the training side
-(one per arm x seed; schema in :func:`validate_summary`) and, for the
-best-of-runs tables, :func:`prmf.results.select_best` output and
-:class:`prmf.results.ScanReport`.
+(one per arm x seed; schema in :func:`validate_summary`), for the
+best-of-runs tables :func:`prmf.merbench_results.select_best` output and
+:class:`prmf.merbench_results.ScanReport`, and for the robustness table the
+long robustness TSVs (:mod:`prmf.robustness`).
+
+Names shown come from the caller: arm configs (``display_name``) and a
+``display_names`` mapping for model (export) names; a name without an entry is
+shown as it is. Which arms form the ablation and which is the reference are
+arguments too (the study config's ``tables`` block).
 
 Conventions shared by every table:
 
@@ -13,7 +19,9 @@ Conventions shared by every table:
 * "mean ± std" is over seeds, ``std`` the sample standard deviation
   (``ddof=1``); with a single seed only the value is shown (the ``Seeds``
   column says how many seeds there were).
-* ``—`` marks a missing value (e.g. ``val_mse`` null: no valence labels).
+* Rendering, bold best values (ties at the displayed precision all bold) and
+  the missing-value mark ``—`` (e.g. ``val_mse`` null: no valence labels) are
+  :mod:`prmf.markdown`'s.
 * Output is deterministic: no dates, rows in a fixed order, and it always ends
   with a single newline.
 * Fold health (comparison and ablation tables): an arm with at least one
@@ -29,13 +37,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from prmf.results import MISSING_CELL, SPLITS, ScanReport, display_name, format_stat, markdown_table
+from prmf.markdown import MISSING_CELL, bold_best, format_stat, markdown_table
+from prmf.merbench_results import RESULT_SPLITS, ScanReport, display_name
+from prmf.robustness.conditions import (
+    MISSING_MEAN,
+    NOISE_MEAN,
+    SUBSET_MEAN_INCOMPLETE,
+    missing_condition,
+    noise_condition,
+    subset_condition,
+    subsets,
+)
+from prmf.robustness.config import RobustnessConfig
 
 Summary = Mapping[str, Any]
 
@@ -52,7 +72,8 @@ HYPER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tau", "τ"),
     ("warmup_epochs", "Warm-up"),
 )
-ABLATION_ARMS: tuple[str, ...] = ("exp1", "exp2", "exp3", "exp4", "exp5")
+#: loss weights that act only with the VAE: shown as a missing cell for arms without it
+VAE_ONLY_KEYS: tuple[str, ...] = ("kl_weight", "recon_weight", "cross_kl_weight")
 REQUIRED_KEYS: tuple[str, ...] = ("dataset", "arm", "seed", "metrics")
 HEALTH_KEYS: tuple[str, ...] = ("folds", "collapsed_folds")
 HEALTH_MARK = "⚠"
@@ -151,31 +172,16 @@ def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int =
     return format_stat(*mean_std(values), scale=scale, digits=digits)
 
 
-def _bold(text: str) -> str:
-    return f"**{text}**"
-
-
-def _best_rows(means: Sequence[float | None], digits: int = 2, higher: bool = True) -> set[int]:
-    """Rows whose *displayed* mean is the best of the column (ties all win)."""
-    shown = [None if m is None else round(m, digits) for m in means]
-    present = [m for m in shown if m is not None]
-    if not present:
-        return set()
-    target = max(present) if higher else min(present)
-    return {i for i, m in enumerate(shown) if m == target}
-
-
-def _bold_best_columns(frame: pd.DataFrame, means: Mapping[str, Sequence[float | None]]) -> pd.DataFrame:
-    """Bold, in each column of ``means`` (percent values), the best displayed mean."""
-    frame = frame.copy()
+def _bold_best_columns(rows: Sequence[dict[str, str]], means: Mapping[str, Sequence[float | None]]) -> None:
+    """Bold, in each column of ``means`` (percent values, one per row), the best displayed mean (in place)."""
     for column, column_means in means.items():
-        winners = _best_rows(column_means)
-        frame[column] = [_bold(cell) if i in winners else cell for i, cell in enumerate(frame[column])]
-    return frame
+        cells = bold_best([row[column] for row in rows], column_means, digits=2)
+        for row, cell in zip(rows, cells):
+            row[column] = cell
 
 
 def _metric_columns() -> list[str]:
-    return [f"{split} {label}" for split in SPLITS for _, label in METRIC_LABELS]
+    return [f"{split} {label}" for split in RESULT_SPLITS for _, label in METRIC_LABELS]
 
 
 def _arm_label(arm: str, arms: Mapping[str, Mapping[str, Any]], runs: Sequence[Summary]) -> str:
@@ -265,16 +271,16 @@ def _mean_std_section(
     for arm in present:
         runs = groups[arm]
         row = {"Method": _marked_label(arm, arms, runs), "Arm": arm, "Seeds": str(len(runs))}
-        for split in SPLITS:
+        for split in RESULT_SPLITS:
             for metric, label in METRIC_LABELS:
                 values = split_values(runs, split, metric)
                 row[f"{split} {label}"] = format_mean_std(values)
                 mean = mean_std(values)[0]
                 means[f"{split} {label}"].append(None if mean is None else 100.0 * mean)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["Method", "Arm", "Seeds", *_metric_columns()])
-    frame = _bold_best_columns(frame, means)
-    table = "\n".join([markdown_table(frame, ["l", "l", "r"] + ["r"] * 8), *_collapsed_note(groups, present)])
+    _bold_best_columns(rows, means)
+    columns = ["Method", "Arm", "Seeds", *_metric_columns()]
+    table = "\n".join([markdown_table(columns, rows, ["l", "l", "r"] + ["r"] * 8), *_collapsed_note(groups, present)])
     return table, not_run
 
 
@@ -285,9 +291,10 @@ def _runs_label(n_runs: Sequence[int]) -> str:
 
 
 def best_of_runs_table(best: pd.DataFrame, display_names: Mapping[str, str] | None = None) -> str:
-    """Markdown table of :func:`prmf.results.select_best` output, best per column bold.
+    """Markdown table of :func:`prmf.merbench_results.select_best` output, best per column bold.
 
-    Rows: one per model (sorted by model name), ``Method`` its display name,
+    Rows: one per model (sorted by model name), ``Method`` its display name
+    (``display_names``, else the model name),
     ``Runs`` the number of candidate files per split; columns F1/ACC in % per
     split. Returns a sentence instead of a table when ``best`` is empty.
     """
@@ -298,16 +305,15 @@ def best_of_runs_table(best: pd.DataFrame, display_names: Mapping[str, str] | No
     for model in sorted(best["model"].unique()):
         n_runs = [int(r.n_runs) for (m, _), r in cells.items() if m == model]
         row = {"Method": display_name(model, display_names), "Model": model, "Runs": _runs_label(n_runs)}
-        for split in SPLITS:
+        for split in RESULT_SPLITS:
             hit = cells.get((model, split))
             for metric, label in METRIC_LABELS:
-                value = None if hit is None else 100.0 * float(getattr(hit, metric))
-                row[f"{split} {label}"] = MISSING_CELL if value is None else f"{value:.2f}"
-                means[f"{split} {label}"].append(value)
+                value = None if hit is None else float(getattr(hit, metric))
+                row[f"{split} {label}"] = format_stat(value)
+                means[f"{split} {label}"].append(None if value is None else 100.0 * value)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["Method", "Model", "Runs", *_metric_columns()])
-    frame = _bold_best_columns(frame, means)
-    return markdown_table(frame, ["l", "l", "r"] + ["r"] * 8)
+    _bold_best_columns(rows, means)
+    return markdown_table(["Method", "Model", "Runs", *_metric_columns()], rows, ["l", "l", "r"] + ["r"] * 8)
 
 
 def comparison_table(
@@ -321,13 +327,13 @@ def comparison_table(
     Args:
         summaries: ``summary.json`` dicts of one dataset; arms not in ``arms``
             are left out (and named in a note).
-        best: :func:`prmf.results.select_best` output, or ``None`` to omit
+        best: :func:`prmf.merbench_results.select_best` output, or ``None`` to omit
             the second section's table (a sentence says so).
         arms: arm name -> arm config; its order is the row order and its
             ``display_name`` the row label (plus the collapsed-fold marker, see
             the module docstring).
         display_names: model name -> display name for the best-of-runs rows
-            (defaults: :data:`prmf.results.DEFAULT_DISPLAY_NAMES`).
+            (a model without one is shown by its name).
     """
     groups = group_by_arm(summaries)
     table, not_run = _mean_std_section(groups, arms)
@@ -382,14 +388,14 @@ def _folds_label(runs: Sequence[Summary]) -> str:
 
 def prmf_best_table(
     summaries: Sequence[Summary],
-    arm: str = "exp4",
+    arm: str,
     display_name: str | None = None,
 ) -> str:
     """The full P-RMF arm per split: F1, ACC (in %) and valence MSE, mean ± std over seeds.
 
     Args:
         summaries: ``summary.json`` dicts; only those of ``arm`` are used.
-        arm: the arm to show.
+        arm: the arm to show (the study's ``tables.reference_arm``).
         display_name: heading name; default the summaries' ``display_name``.
 
     Raises:
@@ -407,17 +413,16 @@ def prmf_best_table(
             "ACC": format_mean_std(split_values(runs, split, "acc")),
             "Valence MSE": format_mean_std(split_values(runs, split, "val_mse"), scale=1.0, digits=4),
         }
-        for split in SPLITS
+        for split in RESULT_SPLITS
     ]
-    frame = pd.DataFrame(rows, columns=["Split", "Samples", "F1", "ACC", "Valence MSE"])
     parts = [
         f"## {name}",
         "",
         f"Arm `{arm}`, dataset `{runs[0]['dataset']}`, {len(runs)} seed(s) × {_folds_label(runs)} folds. "
         "F1 and ACC in %, valence MSE (lower is better): mean ± sample standard deviation (ddof=1) "
-        "over seeds. `—`: no valence labels in that split.",
+        f"over seeds. `{MISSING_CELL}`: no valence labels in that split.",
         "",
-        markdown_table(frame, ["l", "r", "r", "r", "r"]),
+        markdown_table(["Split", "Samples", "F1", "ACC", "Valence MSE"], rows, ["l", "r", "r", "r", "r"]),
     ]
     return "\n".join(parts) + "\n"
 
@@ -448,14 +453,13 @@ def sources_table(report: ScanReport) -> str:
         "Parsed": str(int(report.counts["n_parsed"].sum())),
         "Skipped": str(int(report.counts["n_skipped"].sum())),
     })
-    frame = pd.DataFrame(rows, columns=["Folder", "Status", "NPZ files", "Parsed", "Skipped"])
     parts = [
         "## Result sources",
         "",
         "Folders searched recursively for MERBench result files (`*.npz`). "
         "Skipped: NPZ files whose name is not a MERBench result name.",
         "",
-        markdown_table(frame, ["l", "l", "r", "r", "r"]),
+        markdown_table(["Folder", "Status", "NPZ files", "Parsed", "Skipped"], rows, ["l", "l", "r", "r", "r"]),
         "",
     ]
     if report.skipped:
@@ -491,13 +495,20 @@ def _hyper(runs: Sequence[Summary], key: str) -> Any:
     return runs[0].get("hyper", {}).get(key)
 
 
+def _acting_hyper(runs: Sequence[Summary], key: str) -> Any:
+    """The arm's value of ``key``, or ``None`` (a missing cell) for a VAE loss weight of an arm without the VAE."""
+    if key in VAE_ONLY_KEYS and not runs[0].get("switches", {}).get("use_vae", False):
+        return None
+    return _hyper(runs, key)
+
+
 def _differing_hypers(
     groups: Mapping[str, list[Summary]], arms: Sequence[str]
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """Hyper columns whose values differ between ``arms``, and ``key=value`` texts of the shared ones."""
     differing, shared = [], []
     for key, label in HYPER_COLUMNS:
-        values = [_hyper(groups[arm], key) for arm in arms]
+        values = [_acting_hyper(groups[arm], key) for arm in arms]
         if len({repr(v) for v in values}) > 1:
             differing.append((key, label))
         elif values:
@@ -505,10 +516,10 @@ def _differing_hypers(
     return differing, shared
 
 
-def _ablation_rows(
+def _ablation_table(
     groups: Mapping[str, list[Summary]], arms: Mapping[str, Mapping[str, Any]], present: Sequence[str],
     hypers: Sequence[tuple[str, str]],
-) -> pd.DataFrame:
+) -> str:
     """Configuration and mean ± std results of each present ablation arm."""
     rows = []
     for arm in present:
@@ -516,15 +527,15 @@ def _ablation_rows(
         switches = runs[0].get("switches", {})
         row = {"Arm": arm, "Method": _marked_label(arm, arms, runs)}
         row |= {label: _tick(switches.get(key)) for key, label in SWITCH_COLUMNS}
-        row |= {label: _format_hyper(_hyper(runs, key)) for key, label in hypers}
+        row |= {label: _format_hyper(_acting_hyper(runs, key)) for key, label in hypers}
         row["Seeds"] = str(len(runs))
-        for split in SPLITS:
+        for split in RESULT_SPLITS:
             for metric, label in METRIC_LABELS:
                 row[f"{split} {label}"] = format_mean_std(split_values(runs, split, metric))
         rows.append(row)
     columns = ["Arm", "Method", *(lab for _, lab in SWITCH_COLUMNS), *(lab for _, lab in hypers), "Seeds",
                *_metric_columns()]
-    return pd.DataFrame(rows, columns=columns)
+    return markdown_table(columns, rows, ["l", "l", "c", "c", "c", *(["r"] * len(hypers)), "r", *(["r"] * 8)])
 
 
 def fold_values(runs: Sequence[Summary], split: str, metric: str) -> dict[tuple[Any, Any], float]:
@@ -586,7 +597,7 @@ def _paired_split_table(groups: Mapping[str, list[Summary]], reference: str, oth
             row[f"p ({label})"] = _format_p(test["p"], test["why"])
         rows.append(row)
     columns = ["Comparison", "Pairs"] + [c for _, lab in METRIC_LABELS for c in (f"Δ {lab} (pp)", f"p ({lab})")]
-    return markdown_table(pd.DataFrame(rows, columns=columns), ["l", "r", "r", "r", "r", "r"])
+    return markdown_table(columns, rows, ["l", "r", "r", "r", "r", "r"])
 
 
 def _paired_section(
@@ -606,7 +617,7 @@ def _paired_section(
         "p: two-sided `scipy.stats.ttest_rel`; n/a with fewer than 2 pairs or when every "
         "difference is the same (zero variance).",
     ]
-    for split in SPLITS:
+    for split in RESULT_SPLITS:
         parts += ["", f"#### {split}", "", _paired_split_table(groups, reference, others, split)]
     return parts
 
@@ -614,8 +625,8 @@ def _paired_section(
 def ablation_table(
     summaries: Sequence[Summary],
     arms: Mapping[str, Mapping[str, Any]],
-    ablation_arms: Sequence[str] = ABLATION_ARMS,
-    reference: str = "exp4",
+    ablation_arms: Sequence[str],
+    reference: str,
 ) -> str:
     """Ablation: components, differing hyper-parameters, results, paired tests.
 
@@ -625,7 +636,8 @@ def ablation_table(
     values differ between the arms shown (shared values are stated below the
     table), the number of seeds and mean ± std F1/ACC per split. Then, per
     split, ``reference`` is compared with every other arm by a paired t-test
-    over (seed, fold) units. Arms without summaries are skipped with a note.
+    over (seed, fold) units. ``ablation_arms`` and ``reference`` are the
+    study's ``tables.ablation_arms`` and ``tables.reference_arm``. Arms without summaries are skipped with a note.
     Arms with collapsed folds are marked (see the module docstring).
     """
     groups = group_by_arm(summaries)
@@ -644,10 +656,7 @@ def ablation_table(
         "weights, τ and warm-up epochs that differ between the arms shown. F1 and ACC in %: "
         "mean ± sample standard deviation (ddof=1) over seeds; `Seeds`: number of seeds.",
         "",
-        markdown_table(
-            _ablation_rows(groups, arms, present, hypers),
-            ["l", "l", "c", "c", "c", *(["r"] * len(hypers)), "r", *(["r"] * 8)],
-        ),
+        _ablation_table(groups, arms, present, hypers),
         *_collapsed_note(groups, present),
     ]
     if shared:
@@ -656,3 +665,119 @@ def ablation_table(
         parts += ["", f"Skipped (no summary.json): {_join(skipped)}."]
     parts += ["", *_paired_section(groups, arms, present, reference)]
     return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- robustness
+
+#: robustness metrics that are better when lower
+ROBUSTNESS_LOWER_IS_BETTER: tuple[str, ...] = ("val_mse", "ece")
+
+
+def summarize_robustness(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof 1, NaN for one seed) and seed count per arm x split x condition x metric."""
+    g = df.groupby(["arm", "split", "condition", "metric"], sort=False)["value"]
+    return g.agg(mean="mean", std=lambda v: float(np.std(v.dropna(), ddof=1)) if v.notna().sum() > 1 else np.nan,
+                 n="count").reset_index()
+
+
+def _short(subset_cond: str) -> str:
+    """``subset:audio+text`` -> ``A+T``."""
+    mods = subset_cond.split(":", 1)[1].split("+")
+    return "+".join(x[:1].upper() for x in mods)
+
+
+def _robustness_table(stats: pd.DataFrame, arms: Sequence[str], names: Mapping[str, str], split: str,
+                      columns: list[tuple[str, str, str]], scale: float = 100.0, digits: int = 2,
+                      bold: bool = True) -> list[str]:
+    """Rows arms, columns ``(header, condition, metric)``: mean ± std over seeds; best mean per column bold."""
+    idx = stats[stats.split == split].set_index(["arm", "condition", "metric"])
+    cells: dict[tuple[str, int], tuple[float, float]] = {}
+    for a in arms:
+        for c, (_, cond, metric) in enumerate(columns):
+            key = (a, cond, metric)
+            if key in idx.index:
+                r = idx.loc[key]
+                cells[(a, c)] = (float(r["mean"]), float(r["std"]))
+    rows = [[names.get(a, a)] for a in arms]
+    for c, (_, _, metric) in enumerate(columns):
+        stat = [cells.get((a, c), (np.nan, np.nan)) for a in arms]
+        column = [format_stat(mean, std, scale, digits) for mean, std in stat]
+        if bold:
+            column = bold_best(column, [scale * mean for mean, _ in stat], digits,
+                               higher_is_better=metric not in ROBUSTNESS_LOWER_IS_BETTER)
+        for row, cell in zip(rows, column):
+            row.append(cell)
+    return markdown_table(["Arm", *(h for h, _, _ in columns)], rows).split("\n")
+
+
+def robustness_markdown(df: pd.DataFrame, display_names: Mapping[str, str], modalities: Sequence[str] | None = None,
+                        cfg: RobustnessConfig | Mapping | None = None, dataset: str = "") -> str:
+    """``robustness.md``: per split, subset / missing-rate / noise tables (F1 and accuracy) and diagnostics.
+
+    Args:
+        df: the long robustness frame (:func:`prmf.robustness.read_robustness`).
+        display_names: arm -> display name; its order is the row order (arms
+            not in it follow, sorted, shown by their names).
+        modalities: column order of the subset and noise tables; default: the
+            largest subset found in ``df``.
+        cfg: the protocol settings the frame was made with (for the columns and
+            the protocol sentence).
+        dataset: named in the title.
+    """
+    cfg = RobustnessConfig.coerce(cfg)
+    arms = [a for a in display_names if a in set(df["arm"])] + sorted(set(df["arm"]) - set(display_names))
+    names = dict(display_names)
+    stats = summarize_robustness(df)
+    if modalities is None:
+        full = [c for c in df["condition"].unique() if c.startswith("subset:") and c != SUBSET_MEAN_INCOMPLETE]
+        modalities = max((c.split(":", 1)[1].split("+") for c in full), key=len, default=[])
+    modalities = list(modalities)
+    seeds = sorted(df["seed"].unique().tolist())
+    out = [f"# Robustness to missing and noisy modalities{f' ({dataset})' if dataset else ''}", "",
+           f"Mean ± std over {len(seeds)} seed(s) {seeds} (std shown for ≥ 2 seeds); best mean per column in "
+           "**bold**. Accuracy and weighted F1 in %. Test splits: fold ensemble (mean logits); cv: each fold model "
+           "on its own validation part, predictions pooled. No retraining: every condition is inference of the "
+           "trained fold models.", "",
+           f"Protocol: missing rates {list(cfg.missing_rates)} ({cfg.mask_seeds} CPM-Net masks per rate, ≥ 1 "
+           f"modality kept per sample; with {len(modalities)} modalities at most "
+           f"{(len(modalities) - 1) / max(len(modalities), 1):.3f} of the entries can be dropped, higher rates are "
+           f"capped); Gaussian feature noise at SNR {[f'{s:g}' for s in cfg.snr_db]} dB on one modality "
+           f"(std = RMS / 10^(SNR/20), RMS per {cfg.noise_scope}; {cfg.noise_seeds} draws per level); "
+           f"ECE with {cfg.ece_bins} equal-width bins.", ""]
+    subs = subsets(modalities)
+    clean = subset_condition(modalities)
+    for split in [s for s in cfg.splits if s in set(df["split"])] + sorted(set(df["split"]) - set(cfg.splits)):
+        label = "cross-validation (pooled out-of-fold)" if split == "cv" else f"{split} (fold ensemble)"
+        table = partial(_robustness_table, stats, arms, names, split)
+
+        for metric, mname in (("f1", "weighted F1 (%)"), ("acc", "accuracy (%)")):
+            out += [f"## {label}: {mname}", ""]
+            cols = [(_short(subset_condition(s)) + (" (clean)" if len(s) == len(modalities) else ""),
+                     subset_condition(s), metric) for s in subs]
+            cols.append(("mean incomplete", SUBSET_MEAN_INCOMPLETE, metric))
+            out += ["### Modality subsets present", ""] + table(cols) + [""]
+            cols = [("η=" + missing_condition(r).split(":", 1)[1], missing_condition(r), metric)
+                    for r in cfg.missing_rates]
+            cols.append(("mean", MISSING_MEAN, metric))
+            out += ["### Random missing rate η", ""] + table(cols) + [""]
+            cols = [(f"{mod[:1].upper()} {s:g} dB", noise_condition(mod, s), metric)
+                    for mod in modalities for s in cfg.snr_db]
+            cols.append(("mean", NOISE_MEAN, metric))
+            out += ["### Gaussian noise on one modality (SNR)", ""] + table(cols) + [""]
+        out += [f"## {label}: calibration and uncertainty diagnostics", "",
+                "ECE (%, lower is better) of the emotion probabilities on the clean condition (all arms). "
+                "For arms with VAE encoders: AUROC of the noised modality's uncertainty for noisy vs clean copies "
+                "of the same samples (mean over SNR levels), and the Spearman correlation between noise level and "
+                "the modality's mean uncertainty (+1: uncertainty rises monotonically with noise). "
+                f"'{MISSING_CELL}': the arm has no uncertainty.", ""]
+        out += table([("ECE", clean, "ece")]) + [""]
+        cols = [(f"AUROC {mod}", noise_condition(mod), "auroc_uncertainty") for mod in modalities]
+        cols += [(f"ρ {mod}", noise_condition(mod), "spearman_uncertainty") for mod in modalities]
+        out += table(cols, scale=1.0, digits=3) + [""]
+        cols = [(f"w {mod}", clean, f"weight:{mod}") for mod in modalities]
+        cols += [(f"u {mod}", clean, f"uncertainty:{mod}") for mod in modalities]
+        out += ["Mean fusion weight w and uncertainty u per modality on the clean condition, over the samples "
+                "where the modality is present (deterministic arms: MERBench's raw attention weights or a uniform "
+                "mean; no uncertainty).", ""]
+        out += table(cols, scale=1.0, digits=3, bold=False) + [""]
+    return "\n".join(out).rstrip() + "\n"

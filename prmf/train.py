@@ -6,10 +6,10 @@ when that part has no valence), stop after ``early_stop`` epochs without
 improvement, restore the best weights, then predict the held-out part and
 test1/test2/test3 once.
 
-Speed: all features live as tensors on the device; a batch is an index into
-them (no Dataset, no collate); evaluation runs under ``torch.inference_mode``;
-test sets are predicted once, with the best weights; Adam uses the fused or
-foreach implementation.
+All features live as tensors on the device; a batch is an index into them
+(no Dataset, no collate); evaluation runs under ``torch.inference_mode``; test
+sets are predicted once, with the best weights; Adam is :class:`prmf.optim.LeanAdam`.
+Seconds per epoch: ``benchmarks/bench_train.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from prmf.data.store import FeatureStore
 from prmf.health import assess_fold, health_line
 from prmf.metrics import emotion_metrics, selection_score
 from prmf.models import ModalityDropout, build_model
-from prmf.losses import TERM_KEYS, VAELossComputer
+from prmf.losses import TERM_KEYS, TrainingLoss
 from prmf.optim import LeanAdam
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class TensorSet:
         return len(self.names)
 
     def batch(self, idx: torch.Tensor) -> tuple:
-        """Rows ``idx`` ``[b]`` of every tensor (``index_select``: ~4x faster on CPU than ``x[idx]``)."""
+        """Rows ``idx`` ``[b]`` of every tensor (``torch.index_select``)."""
         take = lambda t: torch.index_select(t, 0, idx)  # noqa: E731
         xs = [take(x) for x in self.xs]
         lengths = [None if ln is None else take(ln) for ln in self.lengths]
@@ -183,11 +183,11 @@ def fit_standardizer(model: torch.nn.Module, store: FeatureStore, rows: np.ndarr
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> LeanAdam:
-    """Adam with weight decay on torch's fused kernel (foreach where fused is unsupported)."""
+    """:class:`~prmf.optim.LeanAdam` over the model's parameters (``torch.optim.Adam``'s update, L2 decay)."""
     return LeanAdam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def _step(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, data: TensorSet,
+def _step(model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, data: TensorSet,
           idx: torch.Tensor, grad_clip: float | None = None) -> torch.Tensor:
     """One optimisation step on rows ``idx`` of ``data``; returns the detached loss terms ``[6]``.
 
@@ -222,7 +222,7 @@ class GraphedSteps:
     batch of an epoch runs eagerly.
     """
 
-    def __init__(self, model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, data: TensorSet,
+    def __init__(self, model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, data: TensorSet,
                  batch_size: int, warmup: int = 2, grad_clip: float | None = None) -> None:
         self.model, self.loss_fn, self.opt, self.data = model, loss_fn, opt, data
         self.grad_clip = grad_clip
@@ -254,7 +254,7 @@ class GraphedSteps:
         return self.terms.clone()
 
 
-def train_epoch(model: torch.nn.Module, loss_fn: VAELossComputer, opt: LeanAdam, train: TensorSet,
+def train_epoch(model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, train: TensorSet,
                 batch_size: int, gen: torch.Generator, graphed: GraphedSteps | None = None,
                 grad_clip: float | None = None) -> tuple[dict[str, float], int]:
     """One pass over ``train`` in a random order drawn from ``gen``; returns (summed loss terms, steps).
@@ -297,7 +297,11 @@ class FoldResult:
     seconds: float
     device: str
     health: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+
+
+#: keys of a resolved arm that :func:`train_fold` reads (besides the model's, see ``build_model``)
+TRAIN_KEYS = ("arm", "epochs", "early_stop", "lr", "weight_decay", "batch_size", "grad_clip", "standardize",
+              "valence_weight_in_selection")
 
 
 def fold_seed(seed: int, fold: int) -> int:
@@ -318,15 +322,21 @@ def train_fold(
 ) -> FoldResult:
     """Train ``arm`` on fold ``fold`` of ``folds`` with ``seed``; see module docstring.
 
-    ``arm`` is the resolved arm dict (``prmf.config.resolve_arm``): epochs,
-    early_stop (``None``: no early stopping, MERBench's loop), lr, weight_decay,
-    batch_size, grad_clip, standardize, valence_weight_in_selection and the
-    model switches. With ``standardize: zscore`` the model's standardizer is
+    ``arm`` is the resolved arm dict (``prmf.config.resolve_arm``), with every
+    key of :data:`TRAIN_KEYS` -- epochs, early_stop (``None``: no early
+    stopping, MERBench's loop), lr, weight_decay, batch_size, grad_clip
+    (``None``: off), standardize, valence_weight_in_selection -- and the
+    model's and loss's keys (``build_model``, ``TrainingLoss.from_arm``); a
+    missing key is a :class:`ValueError` naming it. With ``standardize: zscore`` the model's standardizer is
     fitted on the fold's training part only (present, non-zero rows) before
     the first step; the statistics are buffers of the saved state dict.
     ``cuda_graphs``: replay full training steps from a CUDA graph on a GPU
     (see :class:`GraphedSteps`; ignored on CPU and for frame-level inputs).
     """
+    missing = [key for key in TRAIN_KEYS if key not in arm]
+    if missing:
+        raise ValueError(f"arm {arm.get('arm', '')!r} does not set {', '.join(map(repr, missing))}: "
+                         "train_fold needs a resolved arm (prmf.config.resolve_arm)")
     say = progress or (lambda s: log.info(s))
     t0 = time.perf_counter()
     tune_allocator()
@@ -353,20 +363,20 @@ def train_fold(
     dims = list(store.dims().values())
     frame = list(store.frame_level().values())
     model = build_model(arm, dims, len(store.class_names), frame_level=frame).to(dev)
-    if arm.get("standardize", "none") == "zscore":
+    if arm["standardize"] == "zscore":
         fit_standardizer(model, store, tr_rows)
         say(f"standardize: z-scores fitted on the fold's {len(tr_rows)} training samples")
-    loss_fn = VAELossComputer.from_arm(arm)
+    loss_fn = TrainingLoss.from_arm(arm)
     opt = make_optimizer(model, arm["lr"], arm["weight_decay"])
-    grad_clip = None if arm.get("grad_clip") is None else float(arm["grad_clip"])
+    grad_clip = None if arm["grad_clip"] is None else float(arm["grad_clip"])
     graphed = (GraphedSteps(model, loss_fn, opt, train, int(arm["batch_size"]), grad_clip=grad_clip)
                if use_cuda_graphs(cuda_graphs, dev, frame) else None)
     if graphed is not None:
         say("CUDA graphs: a full training step is captured once and replayed")
 
     epochs, bs = int(arm["epochs"]), int(arm["batch_size"])
-    patience = None if arm.get("early_stop") is None else int(arm["early_stop"])
-    vw = float(arm.get("valence_weight_in_selection", 0.25))
+    patience = None if arm["early_stop"] is None else int(arm["early_stop"])
+    vw = float(arm["valence_weight_in_selection"])
     best_score, best_epoch, best_state, since_best = -float("inf"), -1, None, 0
     history: list[dict] = []
     mods = store.modalities

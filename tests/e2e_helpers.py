@@ -1,10 +1,14 @@
 """Helpers for end-to-end tests: a tiny study in a temporary project folder.
 
 ``make_tiny_project(tmp_path)`` copies ``workflow/`` and ``config/`` into
-``tmp_path / "project"`` and writes a tiny ``config/config.yaml`` (synthetic
-data at 5 % of MER2023's size, 2 folds, 2 epochs, 1 seed, arms baseline and
-exp4); keyword overrides are deep-merged into that config.
-``run_snakemake(project, *args)`` runs Snakemake there with 2 cores.
+``tmp_path / "project"`` and writes a tiny ``config/config.yaml``
+(:data:`TINY_CONFIG`: synthetic data at 5 % of MER2023's size, 2 folds, 2
+epochs, 1 seed, small hidden size; its arms ``baseline`` and ``exp4`` are
+copied from the repository's ``config/config.yaml`` when this module is
+imported, so they are the study's arms); keyword overrides are deep-merged into
+that config. ``copy_project(project, dest)`` copies a project with its results
+(for a test that edits it). ``run_snakemake(project, *args)`` runs Snakemake
+there with 2 cores.
 """
 
 from __future__ import annotations
@@ -18,6 +22,16 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: arms of the tiny study: the study's own, taken from config/config.yaml
+TINY_ARMS = ("baseline", "exp4")
+
+
+def study_arms(names: tuple[str, ...] = TINY_ARMS) -> dict[str, dict]:
+    """Copies of the arm blocks ``names`` as ``config/config.yaml`` writes them."""
+    arms = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["arms"]
+    return {name: copy.deepcopy(arms[name]) for name in names}
+
 
 TINY_CONFIG: dict = {
     "dataset": {
@@ -33,15 +47,8 @@ TINY_CONFIG: dict = {
         "epochs": 2, "early_stop": 2, "batch_size": 32, "hidden_dim": 16,
         "num_attention_heads": 2, "threads": 1, "device": "cpu",
     },
-    "arms": {
-        "baseline": {"model": "attention", "display_name": "Baseline (v0)", "export_name": "attention"},
-        "exp4": {
-            "model": "prmf", "use_vae": True, "use_proxy_attention": True, "use_modality_dropout": True,
-            "kl_weight": 0.005, "recon_weight": 0.15, "cross_kl_weight": 0.01, "tau": 0.8, "warmup_epochs": 1,
-            "display_name": "Exp4: P-RMF (full)", "export_name": "attention_robust_v2",
-        },
-    },
-    "run_arms": ["baseline", "exp4"],
+    "arms": study_arms(),
+    "run_arms": list(TINY_ARMS),
     "tables": {"reference_arm": "exp4", "ablation_arms": ["exp4"]},
 }
 
@@ -72,6 +79,15 @@ def make_tiny_project(tmp_path: Path, **overrides) -> Path:
     shutil.copytree(REPO / "config", project / "config")
     write_config(project, deep_merge(TINY_CONFIG, overrides))
     return project
+
+
+def copy_project(project: Path, dest: Path) -> Path:
+    """A copy of ``project`` -- workflow, config, results and Snakemake's metadata -- at ``dest``.
+
+    File times are kept, so Snakemake sees the copy as up to date exactly when the original is.
+    """
+    shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete"))
+    return Path(dest)
 
 
 def read_config(project: Path) -> dict:

@@ -32,6 +32,21 @@ def test_generator_is_deterministic():
     assert not np.array_equal(a.features["audio"], c.features["audio"])
 
 
+def test_generator_defaults_are_the_schemas():
+    """SyntheticConfig's field defaults (for direct use) must say what the config schema says."""
+    import dataclasses
+
+    import yaml
+
+    from prmf.config import SCHEMA
+
+    props = yaml.safe_load(SCHEMA.read_text())["properties"]["dataset"]["properties"]["synthetic"]["properties"]
+    schema = {key: spec["default"] for key, spec in props.items()}
+    ours = {f.name: getattr(SyntheticConfig(), f.name) for f in dataclasses.fields(SyntheticConfig)}
+    assert set(schema) == set(ours) - {"feature_names"}  # feature names come from dataset.features
+    assert {key: ours[key] for key in schema} == schema
+
+
 def test_generator_shapes_and_split_sizes(store):
     sizes = split_sizes(0.1)
     assert sizes == {"train": 337, "test1": 41, "test2": 41, "test3": 83}

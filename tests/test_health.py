@@ -37,10 +37,15 @@ def test_majority_rate_by_hand() -> None:
     assert majority_rate(_labels(7, 20), 6) == 0.35
 
 
-@pytest.mark.parametrize("labels", [np.array([], dtype=np.int64), np.array([0, 6]), np.array([-1, 0]),
-                                    np.array([[0, 1]]), np.array([0.0, 1.0])])
-def test_majority_rate_rejects_bad_labels(labels: np.ndarray) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("labels", "message"), [
+    (np.array([], dtype=np.int64), "no validation labels: the majority-class rate is undefined"),
+    (np.array([0, 6]), r"labels outside \[0, 6\): min 0, max 6$"),
+    (np.array([-1, 0]), r"labels outside \[0, 6\): min -1, max 0$"),
+    (np.array([[0, 1]]), r"labels must be a 1-D array \[N\], got shape \(1, 2\)"),
+    (np.array([0.0, 1.0]), "labels must be integer class indices, got dtype float64"),
+])
+def test_majority_rate_rejects_bad_labels(labels: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         majority_rate(labels, 6)
 
 
@@ -85,9 +90,9 @@ def test_margin_argument() -> None:
     assert health["reasons"] == ["best val acc 0.450 <= majority-class rate 0.375 + 0.1"]
     assert assess_fold(LABELS, 0.376, [], 6, margin=0.0)["collapsed"] is False
     assert assess_fold(LABELS, 0.375, [], 6, margin=0.0)["collapsed"] is True
-    with pytest.raises(ValueError, match="margin"):
+    with pytest.raises(ValueError, match=r"margin must be in \[0, 1\), got -0.01"):
         assess_fold(LABELS, 0.9, [], 6, margin=-0.01)
-    with pytest.raises(ValueError, match="margin"):
+    with pytest.raises(ValueError, match=r"margin must be in \[0, 1\), got 1.0"):
         assess_fold(LABELS, 0.9, [], 6, margin=1.0)
 
 

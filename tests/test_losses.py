@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prmf.losses import (
-    VAELossComputer,
+    TrainingLoss,
     gaussian_kl,
     kl_to_standard_normal,
     masked_valence_mse,
@@ -17,6 +17,12 @@ from prmf.losses import (
 from prmf.models import ModelOutput
 
 LOG4 = math.log(4.0)
+ALL_ONE = {"kl_weight": 1.0, "recon_weight": 1.0, "cross_kl_weight": 1.0}
+
+
+def loss_with(**weights: float) -> TrainingLoss:
+    """The loss with ``weights``, the other weights 0."""
+    return TrainingLoss(**{"kl_weight": 0.0, "recon_weight": 0.0, "cross_kl_weight": 0.0, **weights})
 
 
 def output(
@@ -79,7 +85,7 @@ def test_cross_entropy_value_and_total_without_vae():
     # logits [0, 0, 0], label 2: log 3 = 1.098612 -> mean 0.669079
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     out = output(logits=logits, valence=torch.tensor([0.5, 1.0]))
-    loss_fn = VAELossComputer(kl_weight=1.0, recon_weight=1.0, cross_kl_weight=1.0)
+    loss_fn = TrainingLoss(kl_weight=1.0, recon_weight=1.0, cross_kl_weight=1.0)
     total, terms = loss_fn(out, torch.tensor([0, 2]), torch.tensor([1.5, float("nan")]))
     ce = (math.log(1 + 2 * math.exp(-2)) + math.log(3)) / 2
     assert terms["ce"] == pytest.approx(ce, abs=1e-6)
@@ -97,7 +103,7 @@ def test_kl_averaged_over_present_entries_only():
     mus[1][0] = 100.0
     present = torch.tensor([[True, False, True], [True, True, True]])
     out = output(present=present, mus=mus, logvars=logvars)
-    total, terms = VAELossComputer(kl_weight=0.5)(out, torch.tensor([0, 0]), torch.zeros(2))
+    total, terms = loss_with(kl_weight=0.5)(out, torch.tensor([0, 0]), torch.zeros(2))
     assert terms["kl"] == pytest.approx(1.0)
     assert terms["loss"] == pytest.approx(terms["ce"] + 0.5 * 1.0, abs=1e-6)
 
@@ -111,7 +117,7 @@ def test_recon_over_present_modalities_only():
     present = torch.tensor([[True, True, False], [True, False, False]])
     # entries: (0,0)=1, (0,1)=4, (1,0)=1 -> mean 2
     out = output(present=present, recons=recons, targets=targets)
-    _, terms = VAELossComputer(recon_weight=0.1)(out, torch.tensor([0, 1]), torch.zeros(2))
+    _, terms = loss_with(recon_weight=0.1)(out, torch.tensor([0, 1]), torch.zeros(2))
     assert terms["recon"] == pytest.approx(2.0)
     assert terms["loss"] == pytest.approx(terms["ce"] + 0.2, abs=1e-6)
 
@@ -125,7 +131,7 @@ def test_cross_kl_pairs_where_both_present():
     logvars = [torch.zeros(2, 1), torch.full((2, 1), LOG4), torch.zeros(2, 1)]
     present = torch.tensor([[True, True, True], [True, False, True]])
     out = output(present=present, mus=mus, logvars=logvars)
-    _, terms = VAELossComputer(cross_kl_weight=2.0)(out, torch.tensor([0, 1]), torch.zeros(2))
+    _, terms = loss_with(cross_kl_weight=2.0)(out, torch.tensor([0, 1]), torch.zeros(2))
     assert terms["cross_kl"] == pytest.approx(0.4375)
     # KL to N(0, 1): m0 -> 0, m1 -> 0.5 * (1 + 4 - 1 - log 4) = 1.306853 (present in sample 0 only),
     # m2 -> 0; averaged over the 5 present entries -> 0.261371
@@ -140,7 +146,7 @@ def test_aux_losses_give_no_gradient_to_absent_modalities():
     targets = [torch.randn(2, 4) for _ in range(3)]
     present = torch.tensor([[True, False, True], [True, True, False]])
     out = output(present=present, mus=mus, logvars=logvars, recons=recons, targets=targets)
-    total, _ = VAELossComputer(1.0, 1.0, 1.0)(out, torch.tensor([0, 1]), torch.zeros(2))
+    total, _ = TrainingLoss(**ALL_ONE)(out, torch.tensor([0, 1]), torch.zeros(2))
     total.backward()
     for m in range(3):
         for b in range(2):
@@ -151,19 +157,46 @@ def test_aux_losses_give_no_gradient_to_absent_modalities():
                 assert all(torch.all(t.grad[b] == 0) for t in leaves)
 
 
-def test_from_arm_reads_weights_and_ignores_other_keys():
-    loss_fn = VAELossComputer.from_arm(
-        {"model": "prmf", "kl_weight": 0.005, "recon_weight": 0.15, "tau": 0.8, "lr": 1e-3}
-    )
-    assert (loss_fn.kl_weight, loss_fn.recon_weight, loss_fn.cross_kl_weight) == (0.005, 0.15, 0.0)
-    with pytest.raises(ValueError, match="kl_weight"):
-        VAELossComputer(kl_weight=-1.0)
+def test_from_arm_reads_the_arms_weights(study_arm):
+    exp4 = TrainingLoss.from_arm(study_arm("exp4"))
+    assert (exp4.kl_weight, exp4.recon_weight, exp4.cross_kl_weight) == (0.005, 0.15, 0.01)
+    # the baseline carries the model class's default weights (schema), which act only with the VAE
+    base = TrainingLoss.from_arm(study_arm("baseline"))
+    assert (base.kl_weight, base.recon_weight, base.cross_kl_weight) == (0.01, 0.1, 0.01)
+    for key in ("kl_weight", "recon_weight", "cross_kl_weight"):
+        arm = study_arm("exp4")
+        del arm[key]
+        with pytest.raises(ValueError, match=f"'exp4' does not set '{key}'.*resolve_arm"):
+            TrainingLoss.from_arm(arm)
+    with pytest.raises(ValueError, match="kl_weight must be >= 0, got -1.0"):
+        TrainingLoss(kl_weight=-1.0, recon_weight=0.0, cross_kl_weight=0.0)
+    with pytest.raises(TypeError, match="required keyword-only argument"):
+        TrainingLoss(kl_weight=0.5)  # no study defaults here: they are the schema's
 
 
 def test_empty_present_mask_gives_zero_not_nan():
     mus = [torch.ones(1, 2)] * 3
     logvars = [torch.zeros(1, 2)] * 3
     out = output(logits=torch.zeros(1, 3), present=torch.zeros(1, 3, dtype=torch.bool), mus=mus, logvars=logvars)
-    total, terms = VAELossComputer(1.0, 1.0, 1.0)(out, torch.tensor([0]), torch.tensor([float("nan")]))
+    total, terms = TrainingLoss(**ALL_ONE)(out, torch.tensor([0]), torch.tensor([float("nan")]))
     assert terms["kl"] == 0.0 and terms["cross_kl"] == 0.0 and terms["valence_mse"] == 0.0
     assert math.isfinite(total.item())
+
+
+def test_weights_do_not_act_without_the_vae(study_arm):
+    """A deterministic model's objective is CE + valence MSE whatever its (default) VAE weights."""
+    import torch.nn.functional as F
+
+    from prmf.losses import masked_valence_mse
+    from prmf.models import build_model
+
+    arm = study_arm("baseline", hidden_dim=8)
+    torch.manual_seed(0)
+    model = build_model(arm, [5, 6, 4], 6)
+    xs = [torch.randn(7, d) for d in (5, 6, 4)]
+    out = model(xs, torch.ones(7, 3, dtype=torch.bool))
+    y, v = torch.arange(7) % 6, torch.randn(7)
+    total, terms = TrainingLoss.from_arm(arm).terms(out, y, v)
+    want = F.cross_entropy(out.logits, y) + masked_valence_mse(out.valence, v)
+    assert float(total) == pytest.approx(float(want), rel=1e-6)
+    assert terms[3:].tolist() == [0.0, 0.0, 0.0]  # kl, recon, cross_kl

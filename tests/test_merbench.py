@@ -1,8 +1,7 @@
-"""MERBench / MER2023 import: labels, features, validation, restricted unpickling, CLI hooks."""
+"""MERBench / MER2023 import: labels, features, validation, restricted unpickling, ``prmf import-merbench``."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import pickle
@@ -13,15 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from prmf.cli import main
 from prmf.data import merbench
 from prmf.data.merbench import (
     MerbenchImportError,
     MerbenchImportWarning,
-    add_import_arguments,
-    cli_import_merbench,
     import_merbench,
     load_label_file,
-    validate_merbench_root,
 )
 from prmf.data.safe_pickle import UnsafePickleError, restricted_loads
 from prmf.data.store import EMOTIONS, SPLITS, read_store
@@ -210,17 +207,20 @@ def test_progress_only_on_a_tty(utt_root, capsys):
 def test_extra_files_are_a_warning(root):
     (root / "features" / AUDIO_FEATURE / "sample_99999999.npy").write_bytes(b"junk")
     (root / "features" / AUDIO_FEATURE / "README.txt").write_text("notes")
-    problems = validate_merbench_root(root, fixture_features(), workers=1)
-    assert [p.severity for p in problems] == ["warning"]
-    assert "2 extra" in problems[0].message and AUDIO_FEATURE in problems[0].where
-    with pytest.warns(MerbenchImportWarning, match="2 extra"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         store = import_merbench(root, fixture_features(), workers=1, progress=False)
     assert len(store) == N
+    assert [w.category for w in caught] == [MerbenchImportWarning]
+    message = str(caught[0].message)
+    assert message.startswith(f"[warning] {root / 'features' / AUDIO_FEATURE}: 2 extra file(s)/folder(s)")
+    assert "(e.g. sample_99999999)" in message
 
 
-def test_validate_clean_root_has_no_problems(utt_root):
-    assert validate_merbench_root(utt_root, fixture_features(), workers=1) == []
-    assert validate_merbench_root(utt_root, fixture_features(), workers=1, raise_on_error=True) == []
+def test_clean_root_imports_without_warnings(utt_root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(import_merbench(utt_root, fixture_features(), workers=1, progress=False)) == N
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -352,8 +352,7 @@ def test_all_fatal_findings_in_one_message(root):
     for n in names[1:4]:
         assert n in str(err)
     assert "'bored'" in str(err) and "NaN/Inf" in str(err) and "no feature file" in str(err)
-    problems = validate_merbench_root(root, fixture_features(), workers=1)
-    assert sum(p.fatal for p in problems) == 3
+    assert str(err).startswith(f"MERBench import of {root} failed with 3 problem(s):\n  1. [error]")
 
 
 def test_bad_arguments(utt_root):
@@ -470,15 +469,12 @@ def test_restricted_loads_refuses_attribute_walks():
     assert restricted_loads(pickle.dumps({"a": [1, 2.5, ("x",)]})) == {"a": [1, 2.5, ("x",)]}
 
 
-# --------------------------------------------------------------------------- CLI hooks
+# --------------------------------------------------------------------------- prmf import-merbench
 
 
 def run_cli(root: Path, out: Path, *extra: str, features: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="prmf import-merbench")
-    add_import_arguments(parser)
     feats = features or ",".join(fixture_features().values())
-    args = parser.parse_args([str(root), "--features", feats, "--output", str(out), "--workers", "1", *extra])
-    return cli_import_merbench(args)
+    return main(["import-merbench", str(root), "--features", feats, "--output", str(out), "--workers", "1", *extra])
 
 
 def test_cli_success_writes_store(fra_root, tmp_path, capsys):
@@ -512,4 +508,23 @@ def test_cli_failure_writes_nothing(root, tmp_path, capsys):
 def test_cli_bad_feature_list(utt_root, tmp_path, capsys):
     out = tmp_path / "features.h5"
     assert run_cli(utt_root, out, features=f"{AUDIO_FEATURE},{TEXT_FEATURE}") == 2
-    assert "audio,text,video" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert err.startswith("prmf import-merbench: --features expects 3 comma-separated feature folder names in "
+                          "audio,text,video order")
+    assert err.endswith(f"got '{AUDIO_FEATURE},{TEXT_FEATURE}'\n") and not out.exists()
+
+
+def test_cli_bad_frame_level(utt_root, tmp_path, capsys):
+    out = tmp_path / "features.h5"
+    assert run_cli(utt_root, out, "--frame-level", "video,smell") == 2
+    assert capsys.readouterr().err == (
+        "prmf import-merbench: --frame-level: unknown modality ['smell']; expected some of audio,text,video\n")
+    assert not out.exists()
+
+
+def test_cli_prints_import_warnings(root, tmp_path, capsys):
+    (root / "features" / AUDIO_FEATURE / "README.txt").write_text("notes")
+    assert run_cli(root, tmp_path / "features.h5") == 0
+    err = capsys.readouterr().err
+    assert err == f"warning: [warning] {root / 'features' / AUDIO_FEATURE}: 1 extra file(s)/folder(s) not in " \
+                  "label-6way.npz are ignored\n"

@@ -1,12 +1,16 @@
 """Tests for prmf.models: encoders, fusion, proxy attention, modality dropout, arms.
 
 Numbers marked "by hand" are written out from the formulas in the docstrings.
+Arms are the study's (config/config.yaml, through conftest's ``study_arm``) at
+test size (:data:`SMALL`).
 """
 
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +23,6 @@ from prmf.models import (
     MaskedMeanFusion,
     ModalityDecoders,
     ModalityEncoders,
-    ModelOutput,
     PRMFModel,
     ProxyCrossModalAttention,
     StackedLinear,
@@ -31,9 +34,10 @@ from prmf.models import (
     dropout_rate,
     masked_time_mean,
 )
+from prmf.models import COMMON_KEYS, DROPOUT_UNITS, PRMF_KEYS, ModalityDropout
 from prmf.models.attention import single_key_attention
 from prmf.models.dropout import bernoulli_keep_mask
-from prmf.losses import VAELossComputer
+from prmf.losses import TrainingLoss
 
 DIMS = [6, 5, 4]
 N_CLASSES = 4
@@ -41,23 +45,17 @@ HIDDEN = 8
 B = 5
 SMALL = {"hidden_dim": HIDDEN, "num_attention_heads": 2, "dropout": 0.2}
 
-ARMS = {
-    "baseline": {"model": "attention"},
-    "robust_v1": {"model": "attention", "use_modality_dropout": True},
-    "exp1": {"model": "prmf", "use_modality_dropout": True},
-    "exp2": {"model": "prmf", "use_vae": True, "use_modality_dropout": True,
-             "kl_weight": 0.01, "recon_weight": 0.1, "cross_kl_weight": 0.01},
-    "exp3": {"model": "prmf", "use_vae": True, "use_proxy_attention": True,
-             "use_modality_dropout": True, "tau": 1.0},
-    "exp4": {"model": "prmf", "use_vae": True, "use_proxy_attention": True,
-             "use_modality_dropout": True, "kl_weight": 0.005, "recon_weight": 0.15,
-             "tau": 0.8, "warmup_epochs": 15},
-    "exp5": {"model": "prmf", "use_proxy_attention": True, "use_modality_dropout": True},
-}
+#: the arms of the paper's ablation and comparison rows (names only: their keys are config/config.yaml's)
+ARM_NAMES = ["baseline", "robust_v1", "exp1", "exp2", "exp3", "exp4", "exp5"]
 
 
-def small_arm(name: str, **extra) -> dict:
-    return {**ARMS[name], **SMALL, **extra}
+@pytest.fixture(scope="module")
+def small_arm(study_arm):
+    """``small_arm(name, **extra)``: the study's arm ``name`` at test size, plus ``extra``."""
+    def make(name: str, **extra) -> dict:
+        return study_arm(name, **SMALL, **extra)
+
+    return make
 
 
 def make_batch(seed: int = 0, frame_level: list[bool] | None = None, T: int = 7):
@@ -113,11 +111,11 @@ def test_uncertainty_fusion_variance_form_by_hand():
 
 def test_uncertainty_uses_mean_over_dims():
     std = torch.tensor([[[0.5, 1.5], [1.0, 1.0]]])  # mean std 1.0 and 1.0; mean var 1.25 and 1.0
-    _, w_std, u_std = UncertaintyWeightedFusion("uncertainty", "std")(torch.zeros(1, 2, 2), std,
+    _, w_std, u_std = UncertaintyWeightedFusion("uncertainty", "std", 1.0)(torch.zeros(1, 2, 2), std,
                                                                       torch.ones(1, 2, dtype=torch.bool))
     torch.testing.assert_close(u_std, torch.tensor([[1.0, 1.0]]))
     torch.testing.assert_close(w_std, torch.tensor([[0.5, 0.5]]))
-    _, _, u_var = UncertaintyWeightedFusion("uncertainty", "variance")(torch.zeros(1, 2, 2), std,
+    _, _, u_var = UncertaintyWeightedFusion("uncertainty", "variance", 1.0)(torch.zeros(1, 2, 2), std,
                                                                        torch.ones(1, 2, dtype=torch.bool))
     torch.testing.assert_close(u_var, torch.tensor([[1.25, 1.0]]))
 
@@ -144,7 +142,7 @@ def test_precision_fusion_by_hand_with_prior_expert():
     mu = torch.tensor([[[2.0], [-1.0], [100.0]]])
     std = torch.tensor([[[1.0], [0.5], [0.1]]])
     present = torch.tensor([[True, True, False]])
-    proxy, w, u = UncertaintyWeightedFusion("precision", "std")(mu, std, present)
+    proxy, w, u = UncertaintyWeightedFusion("precision", "std", 1.0)(mu, std, present)
     torch.testing.assert_close(proxy, torch.tensor([[-1.0 / 3.0]]))
     torch.testing.assert_close(w, torch.tensor([[1.0 / 6.0, 4.0 / 6.0, 0.0]]))
     torch.testing.assert_close(u, torch.tensor([[1.0, 0.5, 0.0]]))
@@ -154,7 +152,7 @@ def test_precision_fusion_weights_average_share_over_dims():
     # dim 0: prec 1 and 1 -> shares 1/3, 1/3; dim 1: prec 3 and 0.25 -> totals 4.25 -> 3/4.25, 0.25/4.25
     mu = torch.zeros(1, 2, 2)
     std = torch.tensor([[[1.0, 1.0 / math.sqrt(3.0)], [1.0, 2.0]]])
-    _, w, _ = UncertaintyWeightedFusion("precision")(mu, std, torch.ones(1, 2, dtype=torch.bool))
+    _, w, _ = UncertaintyWeightedFusion("precision", "std", 1.0)(mu, std, torch.ones(1, 2, dtype=torch.bool))
     expected = [(1 / 3 + 3 / 4.25) / 2, (1 / 3 + 0.25 / 4.25) / 2]
     torch.testing.assert_close(w, torch.tensor([expected]))
 
@@ -186,7 +184,7 @@ def test_fusion_sample_without_modalities_is_zero_not_nan():
     mu, std = torch.randn(2, 3, 4), torch.rand(2, 3, 4) + 0.1
     present = torch.tensor([[False, False, False], [True, False, False]])
     for mode in ("uncertainty", "precision"):
-        proxy, w, _ = UncertaintyWeightedFusion(mode)(mu, std, present)
+        proxy, w, _ = UncertaintyWeightedFusion(mode, "std", 1.0)(mu, std, present)
         assert torch.isfinite(proxy).all() and torch.isfinite(w).all()
         assert torch.all(proxy[0] == 0) and torch.all(w[0] == 0)
     _, w = MaskedMeanFusion()(mu, present)
@@ -196,7 +194,7 @@ def test_fusion_sample_without_modalities_is_zero_not_nan():
 def test_single_present_modality_gets_full_weight():
     mu, std = torch.randn(1, 3, 4), torch.rand(1, 3, 4) + 0.1
     present = torch.tensor([[False, True, False]])
-    proxy, w, _ = UncertaintyWeightedFusion("uncertainty")(mu, std, present)
+    proxy, w, _ = UncertaintyWeightedFusion("uncertainty", "std", 1.0)(mu, std, present)
     torch.testing.assert_close(w, torch.tensor([[0.0, 1.0, 0.0]]))
     torch.testing.assert_close(proxy, mu[:, 1])
 
@@ -295,7 +293,7 @@ def test_single_key_attention_stacks_blocks_independently():
 
 def test_proxy_attention_rejects_bad_heads():
     with pytest.raises(ValueError, match="num_attention_heads"):
-        ProxyCrossModalAttention(3, 10, num_heads=4)
+        ProxyCrossModalAttention(3, 10, num_heads=4, dropout=0.0)
 
 
 # --------------------------------------------------------------------------- modality dropout
@@ -326,7 +324,7 @@ def test_apply_modality_dropout_modes_uniform_and_never_all():
     torch.manual_seed(0)
     n = 12000
     present = torch.ones(n, 3, dtype=torch.bool)
-    out = apply_modality_dropout(present, 1.0)
+    out = apply_modality_dropout(present, 1.0, unit="sample")
     assert out.any(dim=1).all()
     dropped = ~out
     modes = drop_modes(3)
@@ -339,10 +337,10 @@ def test_apply_modality_dropout_modes_uniform_and_never_all():
 def test_apply_modality_dropout_rate_matches_p():
     torch.manual_seed(1)
     present = torch.ones(20000, 3, dtype=torch.bool)
-    out = apply_modality_dropout(present, 0.3)
+    out = apply_modality_dropout(present, 0.3, unit="sample")
     hit = (out != present).any(1).float().mean().item()
     assert abs(hit - 0.3) < 0.015
-    assert torch.equal(apply_modality_dropout(present, 0.0), present)
+    assert torch.equal(apply_modality_dropout(present, 0.0, unit="sample"), present)
 
 
 def test_apply_modality_dropout_respects_missing_and_never_empties():
@@ -350,7 +348,7 @@ def test_apply_modality_dropout_respects_missing_and_never_empties():
     n = 6000
     patterns = torch.tensor([[True, True, False], [False, True, False], [True, False, True]])
     present = patterns.repeat(n // 3, 1)
-    out = apply_modality_dropout(present, 1.0)
+    out = apply_modality_dropout(present, 1.0, unit="sample")
     assert not (out & ~present).any(), "a missing modality was revived"
     assert out.any(1).all()
     single = present.sum(1) == 1
@@ -362,20 +360,29 @@ def test_apply_modality_dropout_respects_missing_and_never_empties():
     assert abs(unchanged - 2 / 6) < 0.04
 
 
-def test_apply_modality_dropout_generator_and_global_seed_determinism():
+@pytest.mark.parametrize("unit", DROPOUT_UNITS)
+def test_apply_modality_dropout_draws_from_torch_only(unit):
+    """A given generator is the only source (torch's global RNG untouched); without one, torch's
+    global RNG is (Python's ``random`` and NumPy's RNG, which the author's code used, are not)."""
     present = torch.ones(50, 3, dtype=torch.bool)
-    a = apply_modality_dropout(present, 0.5, generator=torch.Generator().manual_seed(7))
-    b = apply_modality_dropout(present, 0.5, generator=torch.Generator().manual_seed(7))
-    assert torch.equal(a, b)
-    torch.manual_seed(3)
-    c = apply_modality_dropout(present, 0.5)
-    torch.manual_seed(3)
-    d = apply_modality_dropout(present, 0.5)
-    assert torch.equal(c, d)
-    assert not torch.equal(a, present)
+    torch.manual_seed(0)
+    global_state = torch.get_rng_state()
+    a = apply_modality_dropout(present, 1.0, unit=unit, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(a, apply_modality_dropout(present, 1.0, unit=unit, generator=torch.Generator().manual_seed(7)))
+    assert (a != present).any(dim=1).all()  # rate 1: every row hit
+    outs = []
+    for other_seed in (1, 2):
+        random.seed(other_seed)
+        np.random.seed(other_seed)
+        torch.manual_seed(3)
+        seeded = torch.get_rng_state()
+        outs.append(apply_modality_dropout(present, 0.5, unit=unit))
+        assert not torch.equal(torch.get_rng_state(), seeded)  # it drew from torch's global RNG
+    assert torch.equal(outs[0], outs[1])
 
 
-def test_model_dropout_rate_and_eval_off():
+def test_model_dropout_rate_and_eval_off(small_arm):
     torch.manual_seed(0)
     default = build_model(small_arm("exp4"), DIMS, N_CLASSES)
     default.set_epoch(150, 150)
@@ -595,40 +602,35 @@ def test_modality_decoders_are_three_layer_mlps():
 
 # --------------------------------------------------------------------------- arms
 
-ARM_NAMES = list(ARMS)
-
-
 @pytest.mark.parametrize("name", ARM_NAMES)
 @pytest.mark.parametrize("frames", [False, True], ids=["vectors", "frames"])
-def test_arm_forward_backward_shapes(name, frames):
+def test_arm_forward_backward_shapes(name, frames, small_arm):
     torch.manual_seed(0)
     frame_level = [False, True, False] if frames else None
-    model = build_model(small_arm(name, lr=1e-3, batch_size=32, epochs=3, display_name=name),
-                        DIMS, N_CLASSES, frame_level=frame_level)
+    arm = small_arm(name)
+    model = build_model(arm, DIMS, N_CLASSES, frame_level=frame_level)
     model.set_epoch(2, 3)
     model.train()
     xs, present, lengths, labels, valence = make_batch(frame_level=frame_level)
     present[1, 0] = False
     out = model(xs, present, lengths)
-    assert isinstance(out, ModelOutput)
     assert out.logits.shape == (B, N_CLASSES)
     assert out.valence.shape == (B,)
     assert out.present.shape == (B, 3) and out.present.dtype == torch.bool
     assert not (out.present & ~present).any()
     assert out.fusion_weights.shape == (B, 3)
     assert torch.all(out.fusion_weights[~out.present] == 0)
-    vae = ARMS[name].get("use_vae", False)
-    if vae:
+    if arm["use_vae"]:
         assert out.uncertainty.shape == (B, 3)
         assert out.mu.shape == out.logvar.shape == (B, 3, HIDDEN)
     else:
         assert out.uncertainty is None and out.mu is None and out.logvar is None
-    if ARMS[name].get("recon_weight", 0) > 0:
+    if arm["use_vae"] and arm["recon_weight"] > 0:
         assert [r.shape for r in out.recons] == [(B, d) for d in DIMS]
         assert [t.shape for t in out.targets] == [(B, d) for d in DIMS]
     else:
         assert out.recons is None and out.targets is None
-    total, terms = VAELossComputer.from_arm(ARMS[name])(out, labels, valence)
+    total, terms = TrainingLoss.from_arm(arm)(out, labels, valence)
     assert set(terms) == {"loss", "ce", "valence_mse", "kl", "recon", "cross_kl"}
     assert math.isfinite(terms["loss"])
     total.backward()
@@ -638,7 +640,7 @@ def test_arm_forward_backward_shapes(name, frames):
 
 
 @pytest.mark.parametrize("name", ARM_NAMES)
-def test_arm_eval_is_deterministic(name):
+def test_arm_eval_is_deterministic(name, small_arm):
     torch.manual_seed(0)
     model = build_model(small_arm(name), DIMS, N_CLASSES)
     model.set_epoch(100, 150)
@@ -651,7 +653,7 @@ def test_arm_eval_is_deterministic(name):
         assert torch.equal(a.mu, b.mu)
 
 
-def test_vae_eval_uses_mu_not_samples():
+def test_vae_eval_uses_mu_not_samples(small_arm):
     torch.manual_seed(0)
     model = build_model(small_arm("exp2"), DIMS, N_CLASSES).eval()
     xs, present, lengths, _, _ = make_batch()
@@ -664,7 +666,7 @@ def test_vae_eval_uses_mu_not_samples():
 @pytest.mark.parametrize("name", ARM_NAMES)
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("frames", [False, True], ids=["vectors", "frames"])
-def test_absent_modality_values_do_not_matter(name, training, frames):
+def test_absent_modality_values_do_not_matter(name, training, frames, small_arm):
     torch.manual_seed(0)
     frame_level = [True, False, True] if frames else None
     model = build_model(small_arm(name), DIMS, N_CLASSES, frame_level=frame_level)
@@ -698,7 +700,7 @@ def test_absent_modality_values_do_not_matter(name, training, frames):
                 assert torch.equal(ta, tb), field
 
 
-def test_missing_modality_changes_output():
+def test_missing_modality_changes_output(small_arm):
     """Sanity: the mask is not a no-op (a present modality does influence the output)."""
     torch.manual_seed(0)
     model = build_model(small_arm("exp4"), DIMS, N_CLASSES).eval()
@@ -709,29 +711,44 @@ def test_missing_modality_changes_output():
     assert not torch.allclose(model(xs, present2, lengths).logits, full)
 
 
-def test_modality_dropout_training_is_reproducible_with_manual_seed():
-    def run():
-        torch.manual_seed(5)
-        model = build_model(small_arm("exp4"), DIMS, N_CLASSES)
-        model.set_epoch(100, 150)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+@pytest.mark.parametrize("name", ["robust_v1", "exp4"])
+def test_training_depends_on_the_torch_seed_only(name, small_arm):
+    """Initial weights, input dropout, modality dropout and VAE sampling all draw from torch's RNG:
+    the same torch seed gives the same masks and trained weights whatever Python's ``random`` and
+    NumPy's RNG hold; another torch seed gives other weights."""
+    arm = small_arm(name, modality_dropout_max=1.0)  # every batch loses a mode
+
+    def train(torch_seed: int, other_seed: int):
+        random.seed(other_seed)
+        np.random.seed(other_seed)
+        torch.manual_seed(torch_seed)
+        model = build_model(arm, DIMS, N_CLASSES)
+        model.set_epoch(150, 150)
+        loss_fn = TrainingLoss.from_arm(arm)
         xs, present, lengths, labels, valence = make_batch()
-        loss_fn = VAELossComputer.from_arm(ARMS["exp4"])
+        masks = []
         for _ in range(3):
             out = model(xs, present, lengths)
-            total, _ = loss_fn(out, labels, valence)
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-        return out.logits.detach(), out.present
+            masks.append(out.present)
+            model.zero_grad()
+            loss_fn(out, labels, valence)[0].backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.1 * p.grad
+        return model.state_dict(), torch.stack(masks), present
 
-    (l1, p1), (l2, p2) = run(), run()
-    assert torch.equal(l1, l2) and torch.equal(p1, p2)
+    state_a, masks_a, present = train(5, other_seed=1)
+    state_b, masks_b, _ = train(5, other_seed=2)
+    assert (masks_a != present).any(dim=-1).all()  # modality dropout acted at every step
+    assert torch.equal(masks_a, masks_b)
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    state_c, _, _ = train(6, other_seed=1)
+    assert not torch.equal(state_a["heads.emotion.weight"], state_c["heads.emotion.weight"])
 
 
 # --------------------------------------------------------------------------- build_model
 
-def test_build_model_switches_select_modules():
+def test_build_model_switches_select_modules(small_arm):
     exp1 = build_model(small_arm("exp1"), DIMS, N_CLASSES)
     assert isinstance(exp1, PRMFModel) and isinstance(exp1.fusion, AttentionWeightFusion)
     assert exp1.proxy_attention is None and exp1.decoders is None
@@ -739,7 +756,8 @@ def test_build_model_switches_select_modules():
     assert isinstance(exp2.fusion, UncertaintyWeightedFusion) and exp2.proxy_attention is None
     assert len(exp2.decoders) == 3
     exp3 = build_model(small_arm("exp3"), DIMS, N_CLASSES)
-    assert exp3.proxy_attention is not None and exp3.decoders is None
+    assert exp3.proxy_attention is not None and len(exp3.decoders) == 3  # recon 0.1, as exp2
+    assert build_model(small_arm("exp3", recon_weight=0.0), DIMS, N_CLASSES).decoders is None
     exp4 = build_model(small_arm("exp4"), DIMS, N_CLASSES)
     assert exp4.fusion.tau == 0.8 and exp4.modality_dropout.warmup_epochs == 15
     assert len(exp4.proxy_attention.attn) == 3 and exp4.proxy_attention.attn[0].num_heads == 2
@@ -751,51 +769,83 @@ def test_build_model_switches_select_modules():
     assert prec.fusion.fusion == "precision" and prec.fusion.uncertainty == "variance"
 
 
-def test_build_model_defaults():
-    model = build_model({"model": "prmf", "use_vae": True, "use_proxy_attention": True}, DIMS, N_CLASSES)
-    assert model.heads.emotion.in_features == 128
-    assert model.proxy_attention.attn[0].num_heads == 4
-    assert model.encoders.inputs[0].dropout.p == 0.4
-    assert model.fusion.fusion == "uncertainty" and model.fusion.uncertainty == "std" and model.fusion.tau == 1.0
-    assert not model.modality_dropout.enabled and model.modality_dropout.p_max == 0.2
-    assert model.modality_dropout.unit == "batch" and model.dropped_modality == "mask"
-    assert model.standardizer is None
-    assert not any("standardizer" in k for k in model.state_dict())
+def test_build_model_takes_every_value_from_the_arm(study_arm):
+    """The study's exp4 as config/config.yaml resolves it, at full size: no value comes from elsewhere."""
+    arm = study_arm("exp4")
+    model = build_model(arm, DIMS, N_CLASSES)
+    assert model.heads.emotion.in_features == arm["hidden_dim"] == 128
+    assert model.proxy_attention.attn[0].num_heads == arm["num_attention_heads"] == 4
+    assert model.encoders.inputs[0].dropout.p == arm["dropout"] == 0.4
+    assert (model.fusion.fusion, model.fusion.uncertainty, model.fusion.tau) == (
+        arm["fusion"], arm["uncertainty"], arm["tau"]) == ("uncertainty", "std", 0.8)
+    md = model.modality_dropout
+    assert (md.enabled, md.p_max, md.warmup_epochs, md.unit) == (True, 0.2, 15, "batch")
+    assert model.dropped_modality == arm["dropped_modality"] == "mask"
+    assert (model.standardizer is not None) == (arm["standardize"] == "zscore")
+    other = build_model({**arm, "hidden_dim": 16, "tau": 0.5, "warmup_epochs": 3, "standardize": "none"},
+                        DIMS, N_CLASSES)
+    assert other.heads.emotion.in_features == 16 and other.fusion.tau == 0.5
+    assert other.modality_dropout.warmup_epochs == 3 and other.standardizer is None
 
 
-def test_build_model_rejects_bad_arms():
-    with pytest.raises(ValueError, match="use_vae"):
-        build_model({"model": "attention", "use_vae": True}, DIMS, N_CLASSES)
-    with pytest.raises(ValueError, match="use_proxy_attention"):
-        build_model({"model": "attention", "use_proxy_attention": True}, DIMS, N_CLASSES)
-    with pytest.raises(ValueError, match="model"):
-        build_model({"use_vae": True}, DIMS, N_CLASSES)
-    with pytest.raises(ValueError, match="unknown model"):
-        build_model({"model": "tfn"}, DIMS, N_CLASSES)
-    with pytest.raises(ValueError, match="precision"):
-        build_model({"model": "prmf", "fusion": "precision"}, DIMS, N_CLASSES)
-    with pytest.raises(ValueError, match="uncertainty"):
-        build_model({"model": "prmf", "use_vae": True, "uncertainty": "entropy"}, DIMS, N_CLASSES)
-    with pytest.raises(ValueError, match="use_modality_dropout"):
-        build_model({"model": "prmf", "use_modality_dropout": "false"}, DIMS, N_CLASSES)
-    # attention model tolerates explicit False and unknown keys
-    build_model({"model": "attention", "use_vae": False, "export_name": "x", "epochs": 3}, DIMS, N_CLASSES)
+@pytest.mark.parametrize("key", COMMON_KEYS + PRMF_KEYS)
+def test_build_model_names_a_missing_key(small_arm, key):
+    """build_model has no defaults of its own: a key the arm lacks (or sets to null) is named."""
+    arm = small_arm("exp4")
+    del arm[key]
+    with pytest.raises(ValueError, match=f"does not set '{key}'.*resolve_arm"):
+        build_model(arm, DIMS, N_CLASSES)
+    with pytest.raises(ValueError, match=f"does not set '{key}'"):
+        build_model({**arm, key: None}, DIMS, N_CLASSES)
+    if key in COMMON_KEYS:
+        base = small_arm("baseline")
+        del base[key]
+        with pytest.raises(ValueError, match=f"does not set '{key}'"):
+            build_model(base, DIMS, N_CLASSES)
+    else:  # keys only the P-RMF family reads
+        build_model({k: v for k, v in small_arm("baseline").items() if k != key}, DIMS, N_CLASSES)
 
 
-def test_build_model_is_deterministic_given_seed():
-    torch.manual_seed(3)
-    a = build_model(small_arm("exp4"), DIMS, N_CLASSES)
-    torch.manual_seed(3)
-    b = build_model(small_arm("exp4"), DIMS, N_CLASSES)
-    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
-        assert na == nb and torch.equal(pa, pb)
+def test_model_classes_have_no_study_defaults():
+    """The values of a study live in the config schema only: the classes need every setting."""
+    for cls in (AttentionBaseline, PRMFModel):
+        with pytest.raises(TypeError, match="missing .* required keyword-only argument"):
+            cls(DIMS, N_CLASSES)
+    with pytest.raises(TypeError, match="required keyword-only argument"):
+        ModalityDropout(3, True)
+    with pytest.raises(TypeError, match="required positional argument"):
+        UncertaintyWeightedFusion()
+    with pytest.raises(TypeError, match="required keyword-only argument: 'unit'"):
+        apply_modality_dropout(torch.ones(2, 3, dtype=torch.bool), 0.5)
 
 
-def test_modality_dropout_graph_safe_reads_the_rate_tensor():
+def test_build_model_rejects_bad_arms(small_arm):
+    with pytest.raises(ValueError, match="does not support use_vae=True"):
+        build_model(small_arm("baseline", use_vae=True), DIMS, N_CLASSES)
+    with pytest.raises(ValueError, match="does not support use_proxy_attention=True"):
+        build_model(small_arm("baseline", use_proxy_attention=True), DIMS, N_CLASSES)
+    no_model = small_arm("exp4")
+    del no_model["model"]
+    with pytest.raises(ValueError, match="arm must set 'model'"):
+        build_model(no_model, DIMS, N_CLASSES)
+    with pytest.raises(ValueError, match="unknown model 'tfn'"):
+        build_model(small_arm("exp1", model="tfn"), DIMS, N_CLASSES)
+    with pytest.raises(ValueError, match="fusion='precision' needs use_vae=True"):
+        build_model(small_arm("exp1", fusion="precision"), DIMS, N_CLASSES)
+    with pytest.raises(ValueError, match=r"uncertainty must be one of \('std', 'variance'\), got 'entropy'"):
+        build_model(small_arm("exp4", uncertainty="entropy"), DIMS, N_CLASSES)
+    with pytest.raises(ValueError, match="use_modality_dropout must be a boolean"):
+        build_model(small_arm("exp1", use_modality_dropout="false"), DIMS, N_CLASSES)
+    # keys build_model does not read are ignored
+    model = build_model(small_arm("baseline", export_name="x", epochs=3, unrelated=1), DIMS, N_CLASSES)
+    assert isinstance(model, AttentionBaseline) and model.heads.emotion.in_features == HIDDEN
+
+
+def test_modality_dropout_graph_safe_reads_the_rate_tensor(small_arm):
     """The CUDA-graph path: random numbers always drawn, the rate read from a tensor that set_epoch updates."""
     present = torch.ones(4000, 3, dtype=torch.bool)
-    assert torch.equal(apply_modality_dropout(present, torch.tensor(0.0)), present)
-    hit = apply_modality_dropout(present, torch.tensor(0.3))
+    assert torch.equal(apply_modality_dropout(present, torch.tensor(0.0), unit="sample"), present)
+    hit = apply_modality_dropout(present, torch.tensor(0.3), unit="sample")
     assert abs((~hit).any(dim=1).float().mean().item() - 0.3) < 0.03 and hit.any(dim=1).all()
     for unit in ("batch", "sample"):
         model = build_model(small_arm("exp4", modality_dropout_max=1.0, modality_dropout_unit=unit),

@@ -1,7 +1,9 @@
 """The models against MERBench and the author's code: the ``attention`` baseline layer for
 layer, the modality-dropout unit, the dropped-modality rule, feature standardization and the
 paper's defaults. Numbers marked "by hand" are written out from MERBench's layer lists or the
-formulas in the docstrings (SEED.md is the reference for the study's facts)."""
+formulas in the docstrings (SEED.md is the reference for the study's facts). Arms are the
+study's (config/config.yaml, through conftest's ``study_arm``); the MERBench comparisons use
+raw features (``standardize: none``), as MERBench has no standardization."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prmf.losses import VAELossComputer
+from prmf.config import RUNTIME_KEYS, resolve_arm, training_defaults
+from prmf.losses import TrainingLoss
 from prmf.models import (
     AttentionBaseline,
     FeatureStandardizer,
@@ -34,6 +37,18 @@ MER2023 = [1024, 5120, 768]  # audio hubert-large, text Baichuan-13B, video clip
 H = 128
 DIMS = [6, 5, 4]
 SMALL = {"hidden_dim": 8, "num_attention_heads": 2, "dropout": 0.2}
+
+
+@pytest.fixture(scope="module")
+def merbench_attention(study_arm):
+    """``merbench_attention(**extra)``: the study's baseline arm on raw features (MERBench's ``attention``)."""
+    return lambda **extra: study_arm("baseline", standardize="none", **extra)
+
+
+@pytest.fixture(scope="module")
+def small_arm(study_arm):
+    """``small_arm(name, **extra)``: the study's arm ``name`` at test size, plus ``extra``."""
+    return lambda name, **extra: study_arm(name, **SMALL, **extra)
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -64,10 +79,10 @@ FC_OUT_1 = H * 6 + 6  # 774
 FC_OUT_2 = H * 1 + 1  # 129
 
 
-def test_attention_utterance_level_has_merbench_parameter_counts():
+def test_attention_utterance_level_has_merbench_parameter_counts(merbench_attention):
     assert MLP == {1024: 164224, 5120: 688512, 768: 131456}
     assert (ATTENTION_MLP, FC_ATT, FC_OUT_1, FC_OUT_2) == (82304, 387, 774, 129)
-    model = build_model({"model": "attention", "hidden_dim": H}, MER2023, 6)
+    model = build_model(merbench_attention(hidden_dim=H), MER2023, 6)
     assert [encoder_params(model, m) for m in range(3)] == [164224, 688512, 131456]
     assert n_params(model.encoders) == 164224 + 688512 + 131456
     assert n_params(model.fusion.attention_mlp) == 82304
@@ -77,14 +92,14 @@ def test_attention_utterance_level_has_merbench_parameter_counts():
     assert n_params(model) == 1_067_786
 
 
-def test_attention_frame_level_has_merbench_parameter_counts():
+def test_attention_frame_level_has_merbench_parameter_counts(merbench_attention):
     # LSTMEncoder(D, H): LSTM 4*(D*H + H*H + 2H) + linear_1 H*H + H
     lstm = {d: 4 * (d * H + H * H + 2 * H) + H * H + H for d in MER2023}
     # audio 4*(131072 + 16384 + 256) + 16512 = 590848 + 16512 = 607360
     # text  4*(655360 + 16384 + 256) + 16512 = 2688000 + 16512 = 2704512
     # video 4*(98304 + 16384 + 256) + 16512 = 459776 + 16512 = 476288
     assert lstm == {1024: 607360, 5120: 2704512, 768: 476288}
-    model = build_model({"model": "attention", "hidden_dim": H}, MER2023, 6, frame_level=[True] * 3)
+    model = build_model(merbench_attention(hidden_dim=H), MER2023, 6, frame_level=[True] * 3)
     assert [encoder_params(model, m) for m in range(3)] == [607360, 2704512, 476288]
     assert n_params(model.encoders.inputs[0].lstm.linear_1) == H * H + H
     assert n_params(model.fusion) == 82304 + 387
@@ -112,8 +127,8 @@ def _merbench_keys(frames: bool) -> dict[str, tuple[int, ...]]:
 
 
 @pytest.mark.parametrize("frames", [False, True], ids=["utt", "frames"])
-def test_attention_module_tree_is_merbench_layer_for_layer(frames):
-    model = build_model({"model": "attention", "hidden_dim": H}, MER2023, 6, frame_level=[frames] * 3)
+def test_attention_module_tree_is_merbench_layer_for_layer(frames, merbench_attention):
+    model = build_model(merbench_attention(hidden_dim=H), MER2023, 6, frame_level=[frames] * 3)
     sd = merbench_state_dict(model)
     assert {k: tuple(v.shape) for k, v in sd.items()} == _merbench_keys(frames)
     assert sum(v.numel() for v in sd.values()) == n_params(model)  # nothing left out, nothing extra
@@ -147,11 +162,11 @@ def _merbench_attention_forward(sd, xs, frames):
 
 
 @pytest.mark.parametrize("frames", [False, True], ids=["utt", "frames"])
-def test_attention_computes_merbench_forward(frames):
+def test_attention_computes_merbench_forward(frames, merbench_attention):
     """With every modality present (and all frames valid) our model is MERBench's function."""
     torch.manual_seed(0)
     dims = [6, 5, 4]
-    model = build_model({"model": "attention", "hidden_dim": 8, "dropout": 0.3}, dims, 6,
+    model = build_model(merbench_attention(hidden_dim=8, dropout=0.3), dims, 6,
                         frame_level=[frames] * 3).eval()
     xs = [torch.randn(5, 7, d) if frames else torch.randn(5, d) for d in dims]
     lengths = [torch.full((5,), 7) for _ in dims] if frames else None
@@ -162,9 +177,9 @@ def test_attention_computes_merbench_forward(frames):
     torch.testing.assert_close(out.valence, valence)
 
 
-def test_attention_mlp_is_dropout_then_three_relu_layers():
+def test_attention_mlp_is_dropout_then_three_relu_layers(merbench_attention):
     torch.manual_seed(0)
-    model = build_model({"model": "attention", "hidden_dim": 4, "dropout": 0.5}, DIMS, 3)
+    model = build_model(merbench_attention(hidden_dim=4, dropout=0.5), DIMS, 3)
     mlp = model.fusion.attention_mlp
     assert [type(c).__name__ for c in mlp.children()] == ["FastDropout", "Linear", "Linear", "Linear"]
     assert mlp.dropout.p == 0.5 and mlp.linear_1.in_features == 12
@@ -202,7 +217,7 @@ def test_lstm_encoder_dropout_on_final_state_not_on_input():
         torch.testing.assert_close(got, enc.linear_1(h_n * keep))
 
 
-def test_variational_frame_level_first_layer_is_relu_of_lstm_encoder():
+def test_variational_frame_level_first_layer_is_relu_of_lstm_encoder(merbench_attention):
     """The VAE's frame-level first shared layer is ReLU(LSTMEncoder(x)); no extra H x H projection."""
     torch.manual_seed(0)
     enc = VariationalEncoders([3, 5], [True, False], 4, dropout=0.0).eval()
@@ -219,19 +234,18 @@ def test_variational_frame_level_first_layer_is_relu_of_lstm_encoder():
     torch.testing.assert_close(mu[:, 0], heads[:, :4])
     torch.testing.assert_close(logvar[:, 0], heads[:, 4:].clamp(-10, 10))
     # the deterministic family has no ReLU after MERBench's linear_1
-    assert not build_model({"model": "attention", "hidden_dim": 4}, [3, 5], 2,
+    assert not build_model(merbench_attention(hidden_dim=4), [3, 5], 2,
                            frame_level=[True, False]).encoders.inputs[0].relu_frames
 
 
 @pytest.mark.parametrize("frames", [False, True], ids=["utt", "frames"])
-def test_exp1_is_the_attention_model_module_for_module(frames):
+def test_exp1_is_the_attention_model_module_for_module(frames, small_arm):
     """robust_v1 (attention + modality dropout) and exp1 (prmf, no VAE, no proxy) are the same network."""
     frame_level = [frames, False, frames]
-    arm = {**SMALL, "use_modality_dropout": True, "use_vae": False, "use_proxy_attention": False}
     torch.manual_seed(4)
-    base = build_model({"model": "attention", **arm}, DIMS, 6, frame_level=frame_level)
+    base = build_model(small_arm("robust_v1"), DIMS, 6, frame_level=frame_level)
     torch.manual_seed(4)
-    exp1 = build_model({"model": "prmf", **arm}, DIMS, 6, frame_level=frame_level)
+    exp1 = build_model(small_arm("exp1"), DIMS, 6, frame_level=frame_level)
     assert isinstance(base, AttentionBaseline) and isinstance(exp1, PRMFModel)
     tree = lambda m: [(n, type(c).__name__) for n, c in m.named_modules() if n]  # noqa: E731
     assert tree(exp1) == tree(base)
@@ -256,8 +270,8 @@ def test_exp1_is_the_attention_model_module_for_module(frames):
 
 # --------------------------------------------------------------------------- 2. modality-dropout unit
 
-def _old_sample_dropout(present, p, generator):
-    """The per-sample rule as it was before the unit key existed (reference)."""
+def _reference_sample_dropout(present, p, generator):
+    """The per-sample rule written out: a hit and a mode per row, a row never emptied (reference)."""
     modes = drop_modes(present.shape[1])
     hit = torch.rand(present.shape[0], generator=generator) < p
     choice = torch.randint(modes.shape[0], (present.shape[0],), generator=generator)
@@ -265,15 +279,12 @@ def _old_sample_dropout(present, p, generator):
     return torch.where(dropped.any(1, keepdim=True), dropped, present)
 
 
-def test_sample_unit_is_unchanged():
+def test_sample_unit_is_the_reference_rule():
     present = torch.rand(300, 3, generator=torch.Generator().manual_seed(0)) < 0.8
     for p in (0.3, 1.0, torch.tensor(0.3)):
         got = apply_modality_dropout(present, p, generator=torch.Generator().manual_seed(5), unit="sample")
-        ref = _old_sample_dropout(present, p, torch.Generator().manual_seed(5))
+        ref = _reference_sample_dropout(present, p, torch.Generator().manual_seed(5))
         assert torch.equal(got, ref)
-    # the function's default is still the per-sample rule
-    assert torch.equal(apply_modality_dropout(present, 0.3, generator=torch.Generator().manual_seed(5)),
-                       _old_sample_dropout(present, 0.3, torch.Generator().manual_seed(5)))
 
 
 def test_batch_unit_drops_one_mode_from_every_row():
@@ -320,33 +331,26 @@ def test_rate_zero_leaves_the_mask(unit):
     present = torch.tensor([[True, False, True], [True, True, True]])
     assert apply_modality_dropout(present, 0.0, unit=unit) is present
     assert torch.equal(apply_modality_dropout(present, torch.tensor(0.0), unit=unit), present)
-    md = ModalityDropout(3, True, p_max=0.2, unit=unit).train()
+    md = ModalityDropout(3, True, p_max=0.2, warmup_epochs=0, unit=unit).train()
     assert md(present) is present  # rate 0 until set_epoch
     md.graph_safe = True
     assert torch.equal(md(present), present)
 
 
-def test_batch_unit_is_seeded_by_torch_and_is_the_model_default():
-    present = torch.ones(10, 3, dtype=torch.bool)
-    torch.manual_seed(7)
-    a = [apply_modality_dropout(present, 0.5, unit="batch") for _ in range(10)]
-    torch.manual_seed(7)
-    b = [apply_modality_dropout(present, 0.5, unit="batch") for _ in range(10)]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    model = build_model({"model": "prmf", "use_modality_dropout": True}, DIMS, 6)
-    assert model.modality_dropout.unit == "batch"
-    assert build_model({"model": "attention", "modality_dropout_unit": "sample"}, DIMS, 6).modality_dropout.unit \
-        == "sample"
-    with pytest.raises(ValueError, match="modality_dropout_unit"):
-        build_model({"model": "prmf", "modality_dropout_unit": "epoch"}, DIMS, 6)
-    with pytest.raises(ValueError, match="modality_dropout_unit"):
-        apply_modality_dropout(present, 0.5, unit="row")
+def test_the_study_unit_is_batch_and_the_model_takes_the_arms(small_arm):
+    assert training_defaults()["modality_dropout_unit"] == "batch"  # the author's random.choice per call
+    assert build_model(small_arm("exp1"), DIMS, 6).modality_dropout.unit == "batch"
+    sample = build_model(small_arm("robust_v1", modality_dropout_unit="sample"), DIMS, 6)
+    assert sample.modality_dropout.unit == "sample"
+    with pytest.raises(ValueError, match="modality_dropout_unit must be one of batch, sample, got 'epoch'"):
+        build_model(small_arm("exp1", modality_dropout_unit="epoch"), DIMS, 6)
+    with pytest.raises(ValueError, match="modality_dropout_unit must be one of .*got 'row'"):
+        apply_modality_dropout(torch.ones(10, 3, dtype=torch.bool), 0.5, unit="row")
 
 
-def test_model_batch_unit_drops_the_same_mode_in_the_whole_batch():
+def test_model_batch_unit_drops_the_same_mode_in_the_whole_batch(small_arm):
     torch.manual_seed(0)
-    model = build_model({"model": "prmf", **SMALL, "use_vae": True, "use_modality_dropout": True,
-                         "modality_dropout_max": 1.0}, DIMS, 6)
+    model = build_model(small_arm("exp2", modality_dropout_max=1.0), DIMS, 6)
     model.set_epoch(150, 150)
     model.train()
     xs = [torch.randn(12, d) for d in DIMS]
@@ -358,7 +362,7 @@ def test_model_batch_unit_drops_the_same_mode_in_the_whole_batch():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("unit", ["batch", "sample"])
 def test_graph_safe_dropout_captures_in_a_cuda_graph(unit):
-    md = ModalityDropout(3, True, p_max=1.0, unit=unit).cuda().train()
+    md = ModalityDropout(3, True, p_max=1.0, warmup_epochs=0, unit=unit).cuda().train()
     md.graph_safe = True
     present = torch.ones(32, 3, dtype=torch.bool, device="cuda")
     md.set_epoch(0, 10)
@@ -399,11 +403,10 @@ def test_std_1e6_fusion_weights_by_hand():
     torch.testing.assert_close(proxy, torch.tensor([[0.268942, 0.731058]]), atol=2e-6, rtol=0)
 
 
-def _vae_with_constant_std(rule: str, proxy: bool = True):
-    """A VAE model whose encoders output std 1.0 / 0.7 / 0.5 for the three modalities, whatever x."""
+def _vae_with_constant_std(arm: dict):
+    """``arm``'s VAE model with encoders that output std 1.0 / 0.7 / 0.5 for the three modalities, whatever x."""
     torch.manual_seed(0)
-    model = build_model({"model": "prmf", **SMALL, "use_vae": True, "use_proxy_attention": proxy,
-                         "recon_weight": 0.1, "dropped_modality": rule}, DIMS, 6).eval()
+    model = build_model(arm, DIMS, 6).eval()
     with torch.no_grad():
         model.encoders.heads.weight[:, :, 8:] = 0.0
         for m, s in enumerate((1.0, 0.7, 0.5)):
@@ -411,11 +414,12 @@ def _vae_with_constant_std(rule: str, proxy: bool = True):
     return model
 
 
-def test_model_std_1e6_weights_by_hand_and_mask_exact_zero():
+def test_model_std_1e6_weights_by_hand_and_mask_exact_zero(small_arm):
     xs = [torch.randn(2, d) for d in DIMS]
     present = torch.tensor([[True, False, True], [True, True, True]])
-    author = _vae_with_constant_std("std_1e6")(xs, present)
-    masked = _vae_with_constant_std("mask")(xs, present)
+    # exp3 (VAE, proxy attention, recon 0.1) with the tau of the hand numbers
+    author = _vae_with_constant_std(small_arm("exp3", tau=1.0, dropped_modality="std_1e6"))(xs, present)
+    masked = _vae_with_constant_std(small_arm("exp3", tau=1.0, dropped_modality="mask"))(xs, present)
     # sample 0: u = [1.0, 1e6, 0.5] -> the hand numbers above; with "mask" the absent weight is exactly 0
     torch.testing.assert_close(author.fusion_weights[0], torch.tensor([0.244729, 0.090031, 0.665240]),
                                atol=2e-5, rtol=0)
@@ -431,14 +435,14 @@ def test_model_std_1e6_weights_by_hand_and_mask_exact_zero():
     # losses stay masked: same mu, logvar, mask, recon terms -> same KL / recon / cross-KL
     assert torch.equal(author.present, present) and torch.equal(author.mu, masked.mu)
     assert torch.equal(author.logvar, masked.logvar)
-    loss = VAELossComputer(kl_weight=1.0, recon_weight=1.0, cross_kl_weight=1.0)
+    loss = TrainingLoss(kl_weight=1.0, recon_weight=1.0, cross_kl_weight=1.0)
     ta = loss.terms(author, torch.tensor([0, 1]), torch.zeros(2))[1]
     tm = loss.terms(masked, torch.tensor([0, 1]), torch.zeros(2))[1]
     torch.testing.assert_close(ta[3:], tm[3:])  # kl, recon, cross_kl
 
 
-def test_std_1e6_attention_is_not_masked():
-    model = _vae_with_constant_std("std_1e6")
+def test_std_1e6_attention_is_not_masked(small_arm):
+    model = _vae_with_constant_std(small_arm("exp3", dropped_modality="std_1e6"))
     xs = [torch.randn(1, d) for d in DIMS]
     present = torch.tensor([[True, False, True]])
     out = model(xs, present)
@@ -452,29 +456,26 @@ def test_std_1e6_attention_is_not_masked():
     torch.testing.assert_close(out.logits, model.heads.emotion(rep))
 
 
-@pytest.mark.parametrize("arm", [{"use_proxy_attention": False}, {"use_proxy_attention": True}],
-                         ids=["exp1", "exp5"])
-def test_std_1e6_without_vae_is_mask(arm):
+@pytest.mark.parametrize("name", ["exp1", "exp5"])
+def test_std_1e6_without_vae_is_mask(name, small_arm):
     outs = []
     for rule in ("mask", "std_1e6"):
         torch.manual_seed(0)
-        model = build_model({"model": "prmf", **SMALL, **arm, "dropped_modality": rule}, DIMS, 6).eval()
+        model = build_model(small_arm(name, dropped_modality=rule), DIMS, 6).eval()
         outs.append(model([torch.randn(3, d) for d in DIMS], torch.tensor([[True, False, True]] * 3)))
     assert torch.equal(outs[0].logits, outs[1].logits)
     assert torch.equal(outs[0].fusion_weights, outs[1].fusion_weights)
     assert outs[1].fusion_weights[0, 1] == 0.0
-    with pytest.raises(ValueError, match="dropped_modality"):
-        build_model({"model": "attention", "dropped_modality": "zero"}, DIMS, 6)
+    with pytest.raises(ValueError, match="dropped_modality must be one of mask, std_1e6, got 'zero'"):
+        build_model(small_arm("baseline", dropped_modality="zero"), DIMS, 6)
 
 
 @pytest.mark.parametrize("rule", ["mask", "std_1e6"])
 @pytest.mark.parametrize("standardize", ["none", "zscore"])
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
-def test_absent_modality_input_values_do_not_matter(rule, standardize, training):
+def test_absent_modality_input_values_do_not_matter(rule, standardize, training, small_arm):
     torch.manual_seed(0)
-    model = build_model({"model": "prmf", **SMALL, "use_vae": True, "use_proxy_attention": True,
-                         "use_modality_dropout": True, "recon_weight": 0.1, "dropped_modality": rule,
-                         "standardize": standardize}, DIMS, 6)
+    model = build_model(small_arm("exp4", dropped_modality=rule, standardize=standardize), DIMS, 6)
     if model.standardizer is not None:
         model.standardizer.set_stats([(np.full(d, 0.5), np.full(d, 2.0)) for d in DIMS])
     model.set_epoch(150, 150)
@@ -570,13 +571,12 @@ def _stats(dims, seed=0):
     return [(rng.normal(size=d).astype(np.float32), rng.uniform(0.5, 2.0, size=d).astype(np.float32)) for d in dims]
 
 
-def test_standardized_model_equals_unstandardized_model_on_standardized_inputs():
+def test_standardized_model_equals_unstandardized_model_on_standardized_inputs(small_arm):
     """Standardization comes first, absent modalities are zeroed after it, recon targets are standardized."""
-    arm = {"model": "prmf", **SMALL, "use_vae": True, "use_proxy_attention": True, "recon_weight": 0.1}
     torch.manual_seed(0)
-    z = build_model({**arm, "standardize": "zscore"}, DIMS, 6).eval()
+    z = build_model(small_arm("exp3", standardize="zscore"), DIMS, 6).eval()
     torch.manual_seed(0)
-    plain = build_model(arm, DIMS, 6).eval()
+    plain = build_model(small_arm("exp3", standardize="none"), DIMS, 6).eval()
     stats = _stats(DIMS)
     z.standardizer.set_stats(stats)
     xs = [torch.randn(4, d) * 3 + 1 for d in DIMS]
@@ -593,9 +593,9 @@ def test_standardized_model_equals_unstandardized_model_on_standardized_inputs()
 
 
 @pytest.mark.parametrize("frames", [False, True], ids=["utt", "frames"])
-def test_standardizer_state_dict_round_trip(frames):
+def test_standardizer_state_dict_round_trip(frames, small_arm):
     frame_level = [frames, False, False]
-    arm = {"model": "prmf", **SMALL, "use_vae": True, "use_proxy_attention": True, "standardize": "zscore"}
+    arm = small_arm("exp4", standardize="zscore")
     torch.manual_seed(0)
     model = build_model(arm, DIMS, 6, frame_level=frame_level).eval()
     model.standardizer.set_stats(_stats(DIMS))
@@ -620,16 +620,32 @@ def test_standardizer_state_dict_round_trip(frames):
     none = build_model({**arm, "standardize": "none"}, DIMS, 6, frame_level=frame_level)
     assert none.standardizer is None
     assert list(none.state_dict()) == [k for k in model.state_dict() if not k.startswith("standardizer.")]
-    with pytest.raises(ValueError, match="standardize"):
+    with pytest.raises(ValueError, match="standardize must be one of none, zscore, got 'minmax'"):
         build_model({**arm, "standardize": "minmax"}, DIMS, 6)
 
 
 # --------------------------------------------------------------------------- 5. defaults
 
-def test_paper_defaults():
-    for model in (build_model({"model": "attention"}, DIMS, 6), build_model({"model": "prmf"}, DIMS, 6),
-                  AttentionBaseline(DIMS, 6), PRMFModel(DIMS, 6)):
-        md = model.modality_dropout
-        assert md.p_max == 0.2 and md.unit == "batch" and model.standardizer is None
-    assert ModalityDropout(3, True).p_max == 0.2
-    assert PRMFModel(DIMS, 6).dropped_modality == "mask"
+def test_paper_defaults_live_in_the_schema(study_config):
+    """The seed's class defaults that the study keeps (SEED.md): p_max 0.2, tau 1.0, per-batch dropout;
+    the pipeline's own: exact masking, raw features. They are the schema's ``training`` defaults, the
+    one place a default is written, and an arm that sets nothing gets them."""
+    defaults = training_defaults()
+    assert (defaults["modality_dropout_max"], defaults["tau"], defaults["modality_dropout_unit"]) == (0.2, 1.0, "batch")
+    assert (defaults["dropped_modality"], defaults["standardize"], defaults["fusion"], defaults["uncertainty"]) == (
+        "mask", "none", "uncertainty", "std")
+    assert not (defaults["use_vae"] or defaults["use_proxy_attention"] or defaults["use_modality_dropout"])
+    # the author's model-class defaults (SEED.md), acting only with the VAE
+    assert (defaults["kl_weight"], defaults["recon_weight"], defaults["cross_kl_weight"]) == (0.01, 0.1, 0.01)
+    # validation fills them into `training` (not into the arms, which keep only what they set) ...
+    assert {k: study_config["training"][k] for k in ("use_vae", "tau", "kl_weight", "fusion")} == {
+        "use_vae": False, "tau": 1.0, "kl_weight": 0.01, "fusion": "uncertainty"}
+    assert "tau" not in study_config["arms"]["baseline"] and study_config["arms"]["exp4"]["tau"] == 0.8
+    # ... and resolve_arm takes them from the schema for a config that was not validated
+    bare = resolve_arm({"arms": {"bare": {"model": "prmf"}}}, "bare")
+    assert {k: bare[k] for k in defaults if k not in RUNTIME_KEYS} == {
+        k: v for k, v in defaults.items() if k not in RUNTIME_KEYS}
+    model = build_model(bare, DIMS, 6)
+    md = model.modality_dropout
+    assert (md.enabled, md.p_max, md.unit, model.dropped_modality, model.standardizer) == (
+        False, 0.2, "batch", "mask", None)

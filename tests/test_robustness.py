@@ -1,4 +1,4 @@
-"""Robustness evaluation: masks, noise, metrics, masking invariance, and the Snakemake stage end to end."""
+"""Robustness evaluation: masks, noise, metrics, condition keying, masking invariance, and the stage end to end."""
 
 from __future__ import annotations
 
@@ -7,25 +7,21 @@ import pandas as pd
 import pytest
 import torch
 
-from e2e_helpers import TINY_CONFIG, jobs_run, make_tiny_project, run_snakemake
+from e2e_helpers import TINY_CONFIG, jobs_run, run_snakemake
 from prmf.config import resolve_arm
 from prmf.data.store import FeatureStore
+from prmf.metrics import auroc, expected_calibration_error, spearman
 from prmf.models import build_model
-from prmf.robustness import (
-    RobustnessConfig,
-    add_noise,
-    auroc,
-    combine_available,
-    cpm_missing_mask,
-    evaluate_robustness,
-    expected_calibration_error,
+from prmf.predictions import softmax
+from prmf.robustness import RobustnessConfig, evaluate_robustness
+from prmf.robustness.conditions import (
     missing_condition,
     noise_condition,
-    robustness_markdown,
-    spearman,
+    plan_draws,
     subset_condition,
     subsets,
 )
+from prmf.robustness.perturb import add_noise, combine_available, cpm_missing_mask
 from prmf.train import predict, tensor_set
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -143,8 +139,41 @@ def test_config_defaults_and_unknown_keys():
     assert RobustnessConfig.from_dict({"snr_db": [10, 0]}).snr_db == (10.0, 0.0)
     with pytest.raises(ValueError, match="unknown"):
         RobustnessConfig.from_dict({"mask_seed": 2})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="robustness.noise_scope must be one of .*'global'"):
         RobustnessConfig(noise_scope="global")
+    with pytest.raises(ValueError, match=r"missing_rates must lie in \[0, 1\), got \(0.5, 1.0\)"):
+        RobustnessConfig(missing_rates=[0.5, 1.0])
+
+
+def test_a_repeated_setting_is_refused_not_mixed():
+    available = np.ones((4, 3), bool)
+    with pytest.raises(ValueError, match="condition 'missing:0.3' appears twice"):
+        plan_draws(["audio", "text", "video"], available, RobustnessConfig(missing_rates=[0.3, 0.3]), "test1")
+    with pytest.raises(ValueError, match="condition 'noise:audio:10dB' appears twice"):
+        plan_draws(["audio", "text", "video"], available, RobustnessConfig(snr_db=[10, 10.0]), "test1")
+
+
+def test_plan_names_every_draw_by_its_condition():
+    available = np.ones((50, 3), bool)
+    available[:5, 2] = False
+    cfg = RobustnessConfig(missing_rates=[0.0, 0.5], mask_seeds=2, snr_db=[10, -5], noise_seeds=3)
+    plan = plan_draws(["audio", "text", "video"], available, cfg, "test1")
+    assert list(plan) == [
+        "subset:audio", "subset:text", "subset:video", "subset:audio+text", "subset:audio+video",
+        "subset:text+video", "subset:audio+text+video", "missing:0.0", "missing:0.5",
+        "noise:audio:10dB", "noise:audio:-5dB", "noise:text:10dB", "noise:text:-5dB", "noise:video:10dB",
+        "noise:video:-5dB"]
+    (only_text,) = plan["subset:text"]
+    assert (only_text.present == [False, True, False]).all()
+    assert [len(plan[c]) for c in ("missing:0.5", "noise:text:-5dB")] == [2, 3]
+    # a missing-rate draw: the CPM mask drops 0.5 * 150 = 75 entries, AND-ed with the 5 absent ones
+    for d in plan["missing:0.5"]:
+        assert 75 <= int((~d.present).sum()) <= 80 and not (d.present & ~available).any()
+        assert d.present.any(1).all()
+    assert not np.array_equal(*(d.present for d in plan["missing:0.5"]))  # two different masks
+    noise = [d.noise for d in plan["noise:text:-5dB"]]
+    assert [(n.modality, n.snr_db, n.level, n.draw) for n in noise] == [(1, -5.0, 1, 0), (1, -5.0, 1, 1),
+                                                                          (1, -5.0, 1, 2)]
 
 
 def test_condition_names():
@@ -242,6 +271,37 @@ def test_evaluate_robustness_conditions_and_store_missing(tmp_path):
                        equal_nan=True)
 
 
+@pytest.mark.parametrize("arm_name", ["baseline", "exp4"])
+def test_each_subset_result_is_its_own_condition(tmp_path, arm_name):
+    """The TSV's subset rows equal the fold ensemble predicted directly with that subset's mask."""
+    store = _tiny_store(missing_video=[25, 26, 27])
+    arm = ARMS[arm_name]
+    paths = _save_fold_models(tmp_path, arm, store)
+    df = evaluate_robustness(store, _folds(store), paths, arm, 0, SMALL | {"splits": ["test1"]})
+    got = df.set_index(["condition", "metric"])["value"]
+    rows = store.indices("test1")
+    data = tensor_set(store, rows, torch.device("cpu"))
+    available = np.stack([~store.missing[m][rows] for m in store.modalities], 1)
+    models = []
+    for path in paths:
+        model = build_model(arm, list(store.dims().values()), len(store.class_names))
+        model.load_state_dict(torch.load(path, weights_only=True))
+        models.append(model.eval())
+    labels = store.labels[rows]
+    for subset in subsets(store.modalities):
+        present = available & np.array([m in subset for m in store.modalities])
+        with torch.inference_mode():
+            logits = np.mean([predict(m, data, present=torch.from_numpy(present)).logits for m in models], axis=0)
+        name = subset_condition(subset)
+        assert got[(name, "acc")] == pytest.approx(np.mean(logits.argmax(1) == labels), abs=1e-12), name
+        assert got[(name, "n")] == len(rows)
+    # the last logits are the clean condition's: its ECE, and missing rate 0 is the clean condition again
+    ece = expected_calibration_error(softmax(logits.astype(np.float64)), labels, 15)
+    assert got[("subset:audio+text+video", "ece")] == pytest.approx(ece, abs=1e-12)
+    for metric in ("acc", "f1", "val_mse"):
+        assert got[("missing:0.0", metric)] == pytest.approx(got[("subset:audio+text+video", metric)], abs=1e-12)
+
+
 def test_masked_modality_in_the_protocol_ignores_its_values(tmp_path):
     """subset:audio+text does not depend on the video features, for both arms."""
     store = _tiny_store()
@@ -258,22 +318,6 @@ def test_masked_modality_in_the_protocol_ignores_its_values(tmp_path):
         assert np.array_equal(va.to_numpy(), vb.to_numpy(), equal_nan=True), name
 
 
-def test_markdown_mean_std_and_bold():
-    rows = []
-    for arm, base in (("a", 0.5), ("b", 0.6)):
-        for seed, d in ((0, -0.01), (1, 0.01)):
-            rows += [(arm, seed, "test1", "subset:audio+text+video", "acc", base + d),
-                     (arm, seed, "test1", "subset:audio+text+video", "ece", base / 10)]
-    df = pd.DataFrame(rows, columns=["arm", "seed", "split", "condition", "metric", "value"])
-    md = robustness_markdown(df, {"a": "Arm A", "b": "Arm B"}, ["audio", "text", "video"],
-                             {"splits": ["test1"]})
-    line_a = next(x for x in md.splitlines() if x.startswith("| Arm A") and "±" in x)
-    line_b = next(x for x in md.splitlines() if x.startswith("| Arm B") and "±" in x)
-    assert "50.00 ± 1.41" in line_a and "**60.00 ± 1.41**" in line_b
-    ece_a = [x for x in md.splitlines() if x.startswith("| Arm A |") and "5.00" in x]
-    assert ece_a and "**5.00 ± 0.00**" in ece_a[0]  # lower ECE is better
-
-
 # ---------------------------------------------------------------- end to end
 ROBUSTNESS_OUTPUTS = [
     "results/tables/robustness.md",
@@ -285,11 +329,7 @@ ROBUSTNESS_OUTPUTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def robustness_project(tmp_path_factory):
-    project = make_tiny_project(tmp_path_factory.mktemp("robustness"))
-    proc = run_snakemake(project, *ROBUSTNESS_OUTPUTS)
-    return project, proc
+# robustness_project: the session's one tiny study (tests/conftest.py), shared with test_workflow.py
 
 
 @pytest.mark.e2e

@@ -60,13 +60,20 @@ def test_mer2023_training_block_is_the_papers(paper):
 def test_ablation_arm_is_the_papers(paper, arm):
     params = resolve_arm(paper, arm)
     for key, want in zip(KEYS, ABLATION[arm]):
-        if want is None:  # the arm has no such part: a weight must not act
-            if key.endswith("_weight"):
-                assert params[key] == 0.0, f"{arm}.{key}"
+        if want is None:  # "–": the arm has no VAE, so the loss weights cannot act
+            assert not params["use_vae"], f"{arm}.{key}"
             continue
         assert params[key] == pytest.approx(want), f"{arm}.{key}"
     for key, value in TRAINING.items():
         assert params[key] == pytest.approx(value), f"{arm}.{key}"
+
+
+def test_class_defaults_are_the_authors(paper):
+    """SEED.md: the model class's defaults, used where an arm does not set them."""
+    cfg = dict(paper, arms={**paper["arms"], "bare_vae": {"model": "prmf", "use_vae": True}})
+    bare = resolve_arm(cfg, "bare_vae")
+    assert (bare["kl_weight"], bare["recon_weight"], bare["cross_kl_weight"], bare["tau"]) == (0.01, 0.1, 0.01, 1.0)
+    assert (bare["modality_dropout_max"], bare["warmup_epochs"]) == (0.2, 0)
 
 
 def test_comparison_rows(paper):

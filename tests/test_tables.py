@@ -1,4 +1,4 @@
-"""Tests of prmf.tables: golden Markdown files plus hand-computed numbers.
+"""Tests of prmf.tables and prmf.markdown: golden Markdown files plus hand-computed numbers.
 
 Set ``PRMF_UPDATE_GOLDEN=1`` to rewrite ``tests/golden/*.md`` (then check the
 diff by eye before committing).
@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prmf.results import RECORD_COLUMNS, ScanReport, scan_result_dirs, select_best
+from prmf.markdown import MISSING_CELL, best_rows, bold_best, format_stat, markdown_table
+from prmf.merbench_results import RECORD_COLUMNS, ScanReport, scan_result_dirs, select_best
 from prmf.tables import (
     ablation_table,
     best_of_runs_table,
@@ -23,6 +24,7 @@ from prmf.tables import (
     group_by_arm,
     paired_test,
     prmf_best_table,
+    robustness_markdown,
     sources_table,
 )
 
@@ -42,6 +44,9 @@ ARMS = {
     "exp4": {"display_name": "P-RMF (full, Exp4)", "export_name": "attention_robust_v2"},
     "exp5": {"display_name": "P-RMF, no proxy (Exp5)", "export_name": "attention_robust_v5"},
 }
+ABLATION_ARMS = ["exp1", "exp2", "exp3", "exp4", "exp5"]
+# model (export) name -> display name, as the workflow passes the config's names
+MODEL_NAMES = {"attention": "Baseline (v0)", "attention_robust_v2": "P-RMF V2 (VAE)", "prmf_exp9": "Ours (exp9)"}
 SWITCHES = {
     "exp1": (False, False, False),
     "exp2": (False, False, True),
@@ -198,7 +203,7 @@ def test_paired_test_not_applicable() -> None:
 
 
 def test_comparison_golden(summaries: list[dict]) -> None:
-    text = comparison_table(summaries, _best(), ARMS, {"prmf_exp9": "Ours (exp9)"})
+    text = comparison_table(summaries, _best(), ARMS, MODEL_NAMES)
     check_golden("comparison.md", text)
 
 
@@ -224,13 +229,15 @@ def test_comparison_ties_are_all_bold() -> None:
 
 
 def test_best_of_runs_bold_and_runs() -> None:
-    lines = best_of_runs_table(_best()).splitlines()
+    lines = best_of_runs_table(_best(), MODEL_NAMES).splitlines()
     # attention cv: ACC 73.10 beats 72.90 although its F1 is lower; 2 cv runs, 1 on the other splits
     assert lines[2] == "| Baseline (v0) | attention | 1–2 | 72.10 | 73.10 | 66.00 | 67.00 | — | — | 56.00 | 58.00 |"
     assert lines[3] == ("| P-RMF V2 (VAE) | attention_robust_v2 | 1 | **76.50** | **77.00** | **71.00** | **71.50** "
                         "| **65.00** | **66.00** | **61.00** | **63.00** |")
     # a tie on test1 with attention_robust_v2: both bold
-    assert lines[4] == "| prmf_exp9 | prmf_exp9 | 1 | — | — | **71.00** | **71.50** | — | — | — | — |"
+    assert lines[4] == "| Ours (exp9) | prmf_exp9 | 1 | — | — | **71.00** | **71.50** | — | — | — | — |"
+    # without a name, a model is shown by its own name
+    assert best_of_runs_table(_best()).splitlines()[3].startswith("| attention_robust_v2 | attention_robust_v2 | 1 |")
     assert best_of_runs_table(pd.DataFrame()) == "No MERBench result files were found."
 
 
@@ -289,7 +296,7 @@ def test_sources_from_a_real_scan(tmp_path: Path) -> None:
 
 
 def test_ablation_golden(summaries: list[dict]) -> None:
-    text = ablation_table(summaries, ARMS)
+    text = ablation_table(summaries, ARMS, ABLATION_ARMS, "exp4")
     check_golden("ablation.md", text)
     # hand-computed exp4 - exp1 on cv F1 (see test_paired_test_by_hand)
     assert "| exp4 − exp1 | 4 | +4.50 | 0.0149 |" in text
@@ -298,7 +305,7 @@ def test_ablation_golden(summaries: list[dict]) -> None:
 
 
 def test_ablation_na_cases(summaries: list[dict]) -> None:
-    text = ablation_table(summaries, ARMS)
+    text = ablation_table(summaries, ARMS, ABLATION_ARMS, "exp4")
     test2 = text.split("#### test2")[1].split("####")[0]
     assert "| exp4 − exp2 | 1 | -1.50 | n/a (< 2 pairs) | -1.50 | n/a (< 2 pairs) |" in test2
     test3 = text.split("#### test3")[1]
@@ -310,7 +317,7 @@ def test_ablation_na_cases(summaries: list[dict]) -> None:
 
 
 def test_ablation_without_reference(summaries: list[dict]) -> None:
-    text = ablation_table([s for s in summaries if s["arm"] != "exp4"], ARMS)
+    text = ablation_table([s for s in summaries if s["arm"] != "exp4"], ARMS, ABLATION_ARMS, "exp4")
     assert "The reference arm `exp4` has no runs; no paired comparison." in text
     assert "Skipped (no summary.json): `exp3`, `exp4`, `exp5`." in text
 
@@ -361,7 +368,7 @@ COLLAPSED_NOTE = (
 
 
 def test_comparison_marks_collapsed_folds(collapsed_summaries: list[dict]) -> None:
-    text = comparison_table(collapsed_summaries, _best(), ARMS, {"prmf_exp9": "Ours (exp9)"})
+    text = comparison_table(collapsed_summaries, _best(), ARMS, MODEL_NAMES)
     assert _method_cells(text, 1) == {
         "exp1": "Baseline (Exp1)",
         "exp2": "+ Modality dropout (Exp2)",
@@ -376,7 +383,7 @@ def test_comparison_marks_collapsed_folds(collapsed_summaries: list[dict]) -> No
 
 
 def test_ablation_marks_collapsed_folds(collapsed_summaries: list[dict]) -> None:
-    text = ablation_table(collapsed_summaries, ARMS)
+    text = ablation_table(collapsed_summaries, ARMS, ABLATION_ARMS, "exp4")
     assert _method_cells(text, 0) == {
         "exp1": "Baseline (Exp1)",
         "exp2": "+ Modality dropout (Exp2)",
@@ -391,10 +398,10 @@ def test_ablation_marks_collapsed_folds(collapsed_summaries: list[dict]) -> None
 
 def test_healthy_or_unknown_health_leaves_tables_unchanged(summaries: list[dict]) -> None:
     healthy = [_with_health(s, []) if s["arm"] != "exp2" else s | {"health": None} for s in summaries]
-    check_golden("comparison.md", comparison_table(healthy, _best(), ARMS, {"prmf_exp9": "Ours (exp9)"}))
-    check_golden("ablation.md", ablation_table(healthy, ARMS))
+    check_golden("comparison.md", comparison_table(healthy, _best(), ARMS, MODEL_NAMES))
+    check_golden("ablation.md", ablation_table(healthy, ARMS, ABLATION_ARMS, "exp4"))
     unknown = [_with_health(s, [], unknown=[0, 1]) for s in summaries]
-    assert "⚠" not in comparison_table(unknown, None, ARMS) + ablation_table(unknown, ARMS)
+    assert "⚠" not in comparison_table(unknown, None, ARMS) + ablation_table(unknown, ARMS, ABLATION_ARMS, "exp4")
 
 
 def test_marker_counts_unknown_folds(summaries: list[dict]) -> None:
@@ -419,3 +426,85 @@ def test_validate_summary_health() -> None:
     bad["health"]["n_collapsed"] = 2
     with pytest.raises(ValueError, match="n_collapsed 2 != 1"):
         validate_summary(bad)
+
+
+# --------------------------------------------------------------------------- prmf.markdown: one rule for every table
+
+
+def test_markdown_table_rows_alignment_and_escaping() -> None:
+    assert markdown_table(["a", "b"], [["x|y", 1], {"a": "multi\nline"}]) == (
+        "| a | b |\n|:---|---:|\n| x\\|y | 1 |\n| multi line | — |")
+    assert markdown_table(["a", "b", "c"], [], ["c", "l", "r"]) == "| a | b | c |\n|:---:|:---|---:|"
+    with pytest.raises(ValueError, match="2 alignments for 3 columns"):
+        markdown_table(["a", "b", "c"], [], ["l", "r"])
+    with pytest.raises(ValueError, match="a row of 1 cells for 2 columns"):
+        markdown_table(["a", "b"], [["only"]])
+
+
+def test_format_stat_and_missing_cell() -> None:
+    assert MISSING_CELL == "—"
+    assert format_stat(0.75929, 0.00424) == "75.93 ± 0.42"
+    assert format_stat(0.75929, float("nan")) == "75.93"  # one seed: no std
+    assert format_stat(0.6317, None, scale=1.0, digits=4) == "0.6317"
+    for missing in (None, float("nan"), float("inf")):
+        assert format_stat(missing) == "—"
+
+
+def test_bold_rule_ties_at_displayed_precision() -> None:
+    # 75.934 and 75.931 are both shown as 75.93: a tie, both bold; 75.92 is not
+    assert best_rows([75.934, 75.931, 75.92], digits=2) == {0, 1}
+    assert best_rows([75.934, 75.931, 75.92], digits=3) == {0}
+    # lower is better (ECE, MSE); missing values never win
+    assert best_rows([None, 0.031, float("nan"), 0.0312], digits=3, higher_is_better=False) == {1, 3}
+    assert best_rows([None, float("nan")], digits=2) == set()
+    # a single row: nothing to compare, nothing bold
+    assert best_rows([75.0], digits=2) == set()
+    assert bold_best(["1.00", "—", "1.00"], [1.0, None, 1.0], 2) == ["**1.00**", "—", "**1.00**"]
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def _robustness_frame(values: dict[tuple[str, str, str], tuple[float, float]]) -> pd.DataFrame:
+    """Long robustness frame: (arm, condition, metric) -> (seed 0 value, seed 1 value) on test1."""
+    rows = [(arm, seed, "test1", cond, metric, v) for (arm, cond, metric), pair in values.items()
+            for seed, v in enumerate(pair)]
+    return pd.DataFrame(rows, columns=["arm", "seed", "split", "condition", "metric", "value"])
+
+
+def _row(md: str, section: str, name: str) -> list[str]:
+    """Cells of arm ``name``'s row in the first table after the heading ``section``."""
+    text = md.split(section, 1)[1]
+    line = next(x for x in text.splitlines() if x.startswith(f"| {name} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+CLEAN = "subset:audio+text+video"
+
+
+def test_robustness_markdown_mean_std_and_bold() -> None:
+    df = _robustness_frame({
+        ("a", CLEAN, "acc"): (0.49, 0.51), ("a", CLEAN, "ece"): (0.05, 0.05),
+        ("b", CLEAN, "acc"): (0.59, 0.61), ("b", CLEAN, "ece"): (0.06, 0.06),
+    })
+    md = robustness_markdown(df, {"a": "Arm A", "b": "Arm B"}, ["audio", "text", "video"], {"splits": ["test1"]})
+    subsets_acc = "## test1 (fold ensemble): accuracy (%)\n\n### Modality subsets present"
+    # columns A, T, V, A+T, A+V, T+V, A+T+V (clean), mean incomplete; mean ± sample std over the 2 seeds in %
+    assert _row(md, subsets_acc, "Arm A") == ["Arm A", "—", "—", "—", "—", "—", "—", "50.00 ± 1.41", "—"]
+    assert _row(md, subsets_acc, "Arm B")[7] == "**60.00 ± 1.41**"
+    ece = "calibration and uncertainty diagnostics"
+    assert _row(md, ece, "Arm A") == ["Arm A", "**5.00 ± 0.00**"]  # lower ECE is better
+    assert _row(md, ece, "Arm B") == ["Arm B", "6.00 ± 0.00"]
+    assert "'—': the arm has no uncertainty." in md and "–" not in md
+
+
+def test_robustness_markdown_ties_and_single_arm() -> None:
+    # 50.001 % and 49.999 % are both shown as 50.00: both bold
+    df = _robustness_frame({("a", CLEAN, "acc"): (0.50001, 0.50001), ("b", CLEAN, "acc"): (0.49999, 0.49999),
+                            ("c", CLEAN, "acc"): (0.40, 0.40)})
+    md = robustness_markdown(df, {"a": "A", "b": "B", "c": "C"}, ["audio", "text", "video"], {"splits": ["test1"]})
+    section = "## test1 (fold ensemble): accuracy (%)"
+    assert _row(md, section, "A")[7] == "**50.00 ± 0.00**" and _row(md, section, "B")[7] == "**50.00 ± 0.00**"
+    assert _row(md, section, "C")[7] == "40.00 ± 0.00"
+    one = robustness_markdown(df[df.arm == "a"], {"a": "A"}, ["audio", "text", "video"], {"splits": ["test1"]})
+    assert "**" not in one.split("\n## ", 1)[1]  # one arm: nothing bold in the tables

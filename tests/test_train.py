@@ -10,11 +10,15 @@ from prmf.data.folds import make_folds
 from prmf.data.synthetic import SyntheticConfig, generate
 from prmf.train import resolve_device, train_fold
 
-ARM = {"arm": "exp4", "model": "prmf", "use_vae": True, "use_proxy_attention": True,
-       "use_modality_dropout": True, "kl_weight": 0.005, "recon_weight": 0.15, "cross_kl_weight": 0.01,
-       "tau": 0.8, "warmup_epochs": 1, "hidden_dim": 16, "num_attention_heads": 2, "dropout": 0.2,
-       "modality_dropout_max": 0.2, "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32, "epochs": 4,
-       "early_stop": 4}
+#: what the tests change of the study's arms: a small model, 4 short epochs, the dropout warm-up in reach
+TEST_SIZE = {"hidden_dim": 16, "num_attention_heads": 2, "dropout": 0.2, "lr": 3e-3, "batch_size": 32,
+             "epochs": 4, "early_stop": 4, "warmup_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def exp4_arm(study_arm):
+    """The study's exp4 (full P-RMF, config/config.yaml) at test size."""
+    return study_arm("exp4", **TEST_SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +30,20 @@ def data():
     return store, make_folds(store, 2, seed=0)
 
 
-def test_same_seed_gives_identical_predictions(data):
+def test_same_seed_gives_identical_predictions(data, exp4_arm):
     store, folds = data
-    a = train_fold(store, folds, 0, ARM, seed=3, device="cpu")
-    b = train_fold(store, folds, 0, ARM, seed=3, device="cpu")
+    a = train_fold(store, folds, 0, exp4_arm, seed=3, device="cpu")
+    b = train_fold(store, folds, 0, exp4_arm, seed=3, device="cpu")
     for split in ("val", "test1", "test2", "test3"):
         np.testing.assert_array_equal(a.predictions[split].logits, b.predictions[split].logits)
         np.testing.assert_array_equal(a.predictions[split].valence, b.predictions[split].valence)
-    c = train_fold(store, folds, 0, ARM, seed=4, device="cpu")
+    c = train_fold(store, folds, 0, exp4_arm, seed=4, device="cpu")
     assert not np.array_equal(a.predictions["test1"].logits, c.predictions["test1"].logits)
 
 
-def test_best_epoch_selection_and_early_stop(data):
+def test_best_epoch_selection_and_early_stop(data, exp4_arm):
     store, folds = data
-    arm = {**ARM, "epochs": 30, "early_stop": 2, "lr": 0.05}
+    arm = {**exp4_arm, "epochs": 30, "early_stop": 2, "lr": 0.05}
     res = train_fold(store, folds, 1, arm, seed=0, device="cpu")
     scores = [h["val_score"] for h in res.history]
     assert res.best_epoch == int(np.argmax(scores))
@@ -60,11 +64,11 @@ def test_best_epoch_selection_and_early_stop(data):
     assert np.all(t2.fusion_weights[absent] == 0)
 
 
-def test_history_records_dropout_schedule_and_weights(data):
+def test_history_records_dropout_schedule_and_weights(data, exp4_arm):
     store, folds = data
-    res = train_fold(store, folds, 0, ARM, seed=0, device="cpu")
+    res = train_fold(store, folds, 0, exp4_arm, seed=0, device="cpu")
     rates = [h["modality_dropout_rate"] for h in res.history]
-    # warmup 1, E 4, p_max 0.5: p(e) = 0.5 * (e - 1) / 3
+    # warmup 1, E 4, p_max 0.2 (the study's): p(e) = 0.2 * (e - 1) / 3
     assert rates == pytest.approx([0.0, 0.0, 0.2 / 3, 0.4 / 3])
     assert all(abs(sum(h[f"weight_{m}"] for m in store.modalities) - 1) < 1e-5 for h in res.history)
 
@@ -78,32 +82,42 @@ def test_device_auto_falls_back_to_cpu_with_warning(monkeypatch):
         resolve_device("cuda")
 
 
-def test_stale_folds_are_refused(data):
+def test_train_fold_needs_a_resolved_arm(data, exp4_arm):
+    store, folds = data
+    for key in ("early_stop", "valence_weight_in_selection", "standardize"):
+        arm = {k: v for k, v in exp4_arm.items() if k != key}
+        with pytest.raises(ValueError, match=f"'exp4' does not set '{key}'.*resolve_arm"):
+            train_fold(store, folds, 0, arm, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="does not set 'tau'"):  # the model's keys: build_model names them
+        train_fold(store, folds, 0, {k: v for k, v in exp4_arm.items() if k != "tau"}, seed=0, device="cpu")
+
+
+def test_stale_folds_are_refused(data, exp4_arm):
     store, folds = data
     bad = {**folds, "folds": [{"fold": 0, "train": folds["folds"][0]["train"], "val": ["no_such_sample"]}]}
     with pytest.raises(ValueError, match="rerun make_folds"):
-        train_fold(store, bad, 0, ARM, seed=0, device="cpu")
+        train_fold(store, bad, 0, exp4_arm, seed=0, device="cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("arm", [ARM, {**ARM, "arm": "baseline", "model": "attention", "use_vae": False,
-                                       "use_proxy_attention": False}], ids=["exp4", "baseline"])
-def test_train_fold_on_cuda(data, arm):
+@pytest.mark.parametrize("name", ["exp4", "baseline"])
+def test_train_fold_on_cuda(data, name, study_arm):
     """The whole fold (stacked GEMMs, FastDropout masks, fused Adam) runs on a GPU and predicts every split."""
     store, folds = data
+    arm = study_arm(name, **TEST_SIZE)
     res = train_fold(store, folds, 0, arm, seed=0, device="cuda", cuda_graphs=False)
     for split in ("val", "test1", "test2", "test3"):
         pred = res.predictions[split]
         assert np.isfinite(pred.logits).all() and np.isfinite(pred.valence).all()
     assert all(v.device.type == "cpu" for v in res.state_dict.values())
-    assert len(res.history) >= 1 and np.isfinite(res.history[-1]["train_loss"])
+    assert len(res.history) == TEST_SIZE["epochs"] and np.isfinite(res.history[-1]["train_loss"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_training_is_reproducible_and_learns(data):
+def test_cuda_graph_training_is_reproducible_and_learns(data, exp4_arm):
     """Graph replay: same seed -> same predictions; it trains as well as the eager loop on this tiny set."""
     store, folds = data
-    arm = {**ARM, "epochs": 6, "early_stop": 6, "batch_size": 8}  # several full batches per epoch -> replays
+    arm = {**exp4_arm, "epochs": 6, "early_stop": 6, "batch_size": 8}  # several full batches per epoch -> replays
     a = train_fold(store, folds, 0, arm, seed=1, device="cuda", cuda_graphs=True)
     b = train_fold(store, folds, 0, arm, seed=1, device="cuda", cuda_graphs=True)
     np.testing.assert_array_equal(a.predictions["test1"].logits, b.predictions["test1"].logits)
@@ -122,16 +136,16 @@ def test_use_cuda_graphs_only_on_cuda_with_vectors():
     assert not use_cuda_graphs(True, torch.device("cuda"), [False, True, False])
 
 
-def test_early_stop_null_runs_every_epoch(data):
+def test_early_stop_null_runs_every_epoch(data, exp4_arm):
     """MERBench's loop: no early stopping, every epoch runs, the best one is kept."""
     store, folds = data
-    res = train_fold(store, folds, 1, {**ARM, "epochs": 6, "early_stop": None, "lr": 0.05}, seed=0, device="cpu")
+    res = train_fold(store, folds, 1, {**exp4_arm, "epochs": 6, "early_stop": None, "lr": 0.05}, seed=0, device="cpu")
     assert res.epochs_run == 6
     assert res.best_epoch == int(np.argmax([h["val_score"] for h in res.history]))
 
 
-def test_grad_clip_clamps_every_gradient_element(data):
-    from prmf.losses import VAELossComputer
+def test_grad_clip_clamps_every_gradient_element(data, exp4_arm):
+    from prmf.losses import TrainingLoss
     from prmf.models import build_model
     from prmf.train import _step, make_optimizer, tensor_set
 
@@ -141,20 +155,20 @@ def test_grad_clip_clamps_every_gradient_element(data):
     grads = {}
     for clip in (None, 1e-4):
         torch.manual_seed(0)
-        model = build_model(ARM, list(store.dims().values()), len(store.class_names))
+        model = build_model(exp4_arm, list(store.dims().values()), len(store.class_names))
         opt = make_optimizer(model, 1e-3, 0.0)
-        _step(model, VAELossComputer.from_arm(ARM), opt, train, torch.arange(32), grad_clip=clip)
+        _step(model, TrainingLoss.from_arm(exp4_arm), opt, train, torch.arange(32), grad_clip=clip)
         grads[clip] = max(float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None)
     assert grads[None] > 1e-3
     assert grads[1e-4] <= 1e-4 + 1e-12
 
 
-def test_zscore_fold_fits_on_training_rows_and_saves_the_statistics(data, tmp_path):
+def test_zscore_fold_fits_on_training_rows_and_saves_the_statistics(data, tmp_path, exp4_arm):
     from prmf.models import build_model
     from prmf.models.standardize import standardization_stats
 
     store, folds = data
-    arm = {**ARM, "standardize": "zscore"}
+    arm = {**exp4_arm, "standardize": "zscore"}
     res = train_fold(store, folds, 0, arm, seed=0, device="cpu")
     row_of = {n: i for i, n in enumerate(store.names)}
     tr = np.array([row_of[n] for n in folds["folds"][0]["train"]])
@@ -174,9 +188,9 @@ def test_zscore_fold_fits_on_training_rows_and_saves_the_statistics(data, tmp_pa
 
 
 @pytest.mark.parametrize("rule", ["mask", "std_1e6"])
-def test_dropped_modality_rules_train(data, rule):
+def test_dropped_modality_rules_train(data, rule, exp4_arm):
     store, folds = data
-    res = train_fold(store, folds, 0, {**ARM, "dropped_modality": rule}, seed=0, device="cpu")
+    res = train_fold(store, folds, 0, {**exp4_arm, "dropped_modality": rule}, seed=0, device="cpu")
     t2 = res.predictions["test2"]
     absent = np.stack([store.missing[m][store.split == "test2"] for m in store.modalities], 1)
     assert np.isfinite(t2.logits).all()
@@ -187,8 +201,8 @@ def test_dropped_modality_rules_train(data, rule):
         assert np.all(t2.fusion_weights[absent] < t2.fusion_weights[~absent].max())
 
 
-def test_fold_health_is_recorded(data):
+def test_fold_health_is_recorded(data, exp4_arm):
     store, folds = data
-    res = train_fold(store, folds, 0, ARM, seed=0, device="cpu")
+    res = train_fold(store, folds, 0, exp4_arm, seed=0, device="cpu")
     assert set(res.health) >= {"collapsed", "reasons", "majority_rate", "best_val_acc"}
     assert res.health["best_val_acc"] == pytest.approx(max(h["val_acc"] for h in res.history))

@@ -1,4 +1,8 @@
-"""End-to-end Snakemake runs of the data and training stages on a tiny study in a temp dir."""
+"""End-to-end Snakemake runs of the data and training stages on a tiny study in a temp dir.
+
+The tiny study is trained once per session (``tiny_study`` in conftest.py) and
+shared with tests/test_robustness.py; a test that edits a project edits a copy.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from e2e_helpers import jobs_run, make_tiny_project, read_config, run_snakemake, write_config
+from e2e_helpers import copy_project, jobs_run, make_tiny_project, read_config, run_snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +34,9 @@ def _wildcard_jobs(proc, rule: str) -> list[str]:
 
 # ---------------------------------------------------------------- data stage
 @pytest.fixture(scope="module")
-def data_project(tmp_path_factory):
-    project = make_tiny_project(tmp_path_factory.mktemp("data"))
-    run_snakemake(project, "results/data/tiny/folds.json")
-    return project
+def data_project(tiny_study):
+    """The tiny study's project (its data stage ran as part of the whole study)."""
+    return tiny_study[0]
 
 
 def test_data_stage_outputs(data_project):
@@ -53,21 +56,20 @@ def test_data_stage_rerun_does_nothing(data_project):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_editing_a_data_parameter_reruns_data_stage(data_project):
-    cfg = read_config(data_project)
+def test_editing_a_data_parameter_reruns_data_stage(data_project, tmp_path):
+    project = copy_project(data_project, tmp_path / "copy")
+    proc = run_snakemake(project, "-n", "results/data/tiny/folds.json")
+    assert "Nothing to be done" in proc.stdout + proc.stderr  # the copy is up to date
+    cfg = read_config(project)
     cfg["dataset"]["synthetic"]["seed"] = 7
-    write_config(data_project, cfg)
-    try:
-        proc = run_snakemake(data_project, "-n", "results/data/tiny/folds.json")
-        assert jobs_run(proc) == {"prepare_dataset": 1, "validate_features": 1, "make_folds": 1}
-        cfg["dataset"]["synthetic"]["seed"] = 0
-        cfg["cv"]["split_seed"] = 3  # a folds-only parameter reruns make_folds alone
-        write_config(data_project, cfg)
-        proc = run_snakemake(data_project, "-n", "results/data/tiny/folds.json")
-        assert jobs_run(proc) == {"make_folds": 1}
-    finally:
-        cfg["cv"]["split_seed"] = 0
-        write_config(data_project, cfg)
+    write_config(project, cfg)
+    proc = run_snakemake(project, "-n", "results/data/tiny/folds.json")
+    assert jobs_run(proc) == {"prepare_dataset": 1, "validate_features": 1, "make_folds": 1}
+    cfg["dataset"]["synthetic"]["seed"] = 0
+    cfg["cv"]["split_seed"] = 3  # a folds-only parameter reruns make_folds alone
+    write_config(project, cfg)
+    proc = run_snakemake(project, "-n", "results/data/tiny/folds.json")
+    assert jobs_run(proc) == {"make_folds": 1}
 
 
 def test_dag_renders_with_dot(data_project):
@@ -113,13 +115,6 @@ def test_bad_store_stops_before_training(tmp_path):
 
 
 # ---------------------------------------------------------------- training stage
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    project = make_tiny_project(tmp_path_factory.mktemp("study"))
-    proc = run_snakemake(project)
-    return project, proc
-
-
 def test_default_study_trains_identical_arms_once(tmp_path):
     """config/config.yaml: robust_v1 and exp1 are one model, trained once; every arm gets its row."""
     import yaml
@@ -139,22 +134,33 @@ def test_default_study_trains_identical_arms_once(tmp_path):
     assert "wildcards: arm=exp1, seed=0, fold=0" not in proc.stdout + proc.stderr
 
 
-def test_study_runs_every_job(study):
-    project, proc = study
+def test_study_runs_every_job(tiny_study):
+    project, proc = tiny_study
     counts = jobs_run(proc)
     assert counts["train_fold"] == 4  # 2 arms x 1 seed x 2 folds
     assert counts["aggregate_run"] == 2
 
 
 @pytest.mark.parametrize("arm", ["baseline", "exp4"])
-def test_fold_outputs(study, arm):
-    project, _ = study
+def test_fold_outputs(tiny_study, arm):
+    from prmf.config import load_config, resolve_arm
+    from prmf.data.store import read_store
+    from prmf.models import build_model
+    from prmf.train import predict, tensor_set
+
+    project, _ = tiny_study
     run = project / "results/runs/tiny" / arm / "seed0"
+    params = resolve_arm(load_config(project / "config/config.yaml"), arm)
+    store = read_store(project / "results/data/tiny/features.h5")
     for fold in (0, 1):
         d = run / f"fold{fold}"
-        state = torch.load(d / "model.pt", weights_only=True)
-        assert isinstance(state, dict) and state
+        # model.pt is the arm's model (every key, every shape) and reproduces the fold's predictions
+        model = build_model(params, list(store.dims().values()), len(store.class_names))
+        model.load_state_dict(torch.load(d / "model.pt", weights_only=True))
+        test1 = predict(model, tensor_set(store, store.indices("test1"), torch.device("cpu")))
         with np.load(d / "predictions.npz", allow_pickle=False) as z:
+            np.testing.assert_allclose(z["test1_logits"], test1.logits, rtol=1e-5, atol=1e-6)
+            t1 = {k: z[f"test1_{k}"] for k in ("pred", "labels", "valence", "valence_true")}
             assert set(z["splits"]) == {"val", "test1", "test2", "test3"}
             assert z["val_logits"].shape[1] == 6
             assert z["test1_probs"].shape == (21, 6)
@@ -164,15 +170,19 @@ def test_fold_outputs(study, arm):
             assert args["arm"]["arm"] == arm and args["fold"] == fold
         metrics = json.loads((d / "metrics.json").read_text())
         assert metrics["metrics"]["test3"]["val_mse"] is None
-        assert metrics["metrics"]["test1"]["val_mse"] is not None
+        # metrics.json holds the metrics of the saved predictions
+        assert metrics["metrics"]["test1"]["acc"] == pytest.approx(np.mean(t1["pred"] == t1["labels"]))
+        assert metrics["metrics"]["test1"]["val_mse"] == pytest.approx(
+            np.mean((t1["valence"].astype(np.float64) - t1["valence_true"]) ** 2), rel=1e-5)
         history = (d / "history.tsv").read_text().splitlines()
         assert history[0].startswith("epoch\t") and len(history) == 3  # header + 2 epochs
         assert (project / f"results/logs/tiny/train/{arm}/seed0/fold{fold}.log").read_text().count("epoch") >= 2
-        assert (project / f"results/benchmarks/tiny/train/{arm}/seed0/fold{fold}.tsv").exists()
+        bench = (project / f"results/benchmarks/tiny/train/{arm}/seed0/fold{fold}.tsv").read_text().splitlines()
+        assert bench[0].startswith("s\t") and len(bench) == 2 and float(bench[1].split("\t")[0]) > 0
 
 
-def test_summary_and_exports(study):
-    project, _ = study
+def test_summary_and_exports(tiny_study):
+    project, _ = tiny_study
     summary = json.loads((project / "results/runs/tiny/exp4/seed0/summary.json").read_text())
     assert summary["export_name"] == "attention_robust_v2"
     assert set(summary["metrics"]) == {"cv", "test1", "test2", "test3"}
@@ -201,14 +211,14 @@ def test_summary_and_exports(study):
     np.testing.assert_allclose(logits, np.mean(fold_logits, axis=0), rtol=1e-5)
 
 
-def test_rerun_does_nothing(study):
-    project, _ = study
+def test_rerun_does_nothing(tiny_study):
+    project, _ = tiny_study
     proc = run_snakemake(project)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_study_writes_all_tables_and_one_table_target_is_up_to_date(study):
-    project, _ = study
+def test_study_writes_all_tables_and_one_table_target_is_up_to_date(tiny_study):
+    project, _ = tiny_study
     tables = project / "results/tables"
     for name in ("best_results.md", "best_results.tsv", "comparison.md", "prmf_best.md", "sources.md",
                  "ablation.md", "robustness.md"):
@@ -219,34 +229,30 @@ def test_study_writes_all_tables_and_one_table_target_is_up_to_date(study):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_editing_one_arm_reruns_only_that_arm(study):
-    project, _ = study
+def test_editing_one_arm_reruns_only_that_arm(tiny_study, tmp_path):
+    project = copy_project(tiny_study[0], tmp_path / "copy")
     cfg = read_config(project)
     cfg["arms"]["exp4"]["tau"] = 0.5
     write_config(project, cfg)
-    try:
-        proc = run_snakemake(project, "-n")
-        trains = _wildcard_jobs(proc, "train_fold")
-        assert len(trains) == 2 and all("arm=exp4" in w for w in trains), trains
-        aggs = _wildcard_jobs(proc, "aggregate_run")
-        assert aggs and all("arm=exp4" in w for w in aggs)
-        assert not any("arm=baseline" in w for w in _wildcard_jobs(proc, "evaluate_robustness"))
-        # run it: exp4's exports are replaced, baseline's are untouched
-        base_dir = project / "results/exports/tiny/baseline/seed0"
-        exp4_dir = project / "results/exports/tiny/exp4/seed0"
-        before_base = {p.name: p.stat().st_mtime_ns for p in base_dir.glob("*.npz")}
-        before_exp4 = {p.name for p in exp4_dir.glob("*.npz")}
-        proc = run_snakemake(project)
-        counts = jobs_run(proc)
-        assert counts["train_fold"] == 2 and counts["aggregate_run"] == 1
-        assert {p.name: p.stat().st_mtime_ns for p in base_dir.glob("*.npz")} == before_base
-        after_exp4 = {p.name for p in exp4_dir.glob("*.npz")}
-        assert len(after_exp4) == 4 and not (after_exp4 & before_exp4)
-        hyper = json.loads((project / "results/runs/tiny/exp4/seed0/summary.json").read_text())["hyper"]
-        assert hyper["tau"] == 0.5
-    finally:
-        cfg["arms"]["exp4"]["tau"] = 0.8
-        write_config(project, cfg)
+    proc = run_snakemake(project, "-n")
+    trains = _wildcard_jobs(proc, "train_fold")
+    assert len(trains) == 2 and all("arm=exp4" in w for w in trains), trains
+    aggs = _wildcard_jobs(proc, "aggregate_run")
+    assert aggs and all("arm=exp4" in w for w in aggs)
+    assert not any("arm=baseline" in w for w in _wildcard_jobs(proc, "evaluate_robustness"))
+    # run it: exp4's exports are replaced, baseline's are untouched
+    base_dir = project / "results/exports/tiny/baseline/seed0"
+    exp4_dir = project / "results/exports/tiny/exp4/seed0"
+    before_base = {p.name: p.stat().st_mtime_ns for p in base_dir.glob("*.npz")}
+    before_exp4 = {p.name for p in exp4_dir.glob("*.npz")}
+    proc = run_snakemake(project)
+    counts = jobs_run(proc)
+    assert counts["train_fold"] == 2 and counts["aggregate_run"] == 1
+    assert {p.name: p.stat().st_mtime_ns for p in base_dir.glob("*.npz")} == before_base
+    after_exp4 = {p.name for p in exp4_dir.glob("*.npz")}
+    assert len(after_exp4) == 4 and not (after_exp4 & before_exp4)
+    hyper = json.loads((project / "results/runs/tiny/exp4/seed0/summary.json").read_text())["hyper"]
+    assert hyper["tau"] == 0.5
 
 
 def test_workflow_is_lint_clean_and_formatted(data_project):

@@ -24,7 +24,6 @@ and returns a :class:`~prmf.data.store.FeatureStore` (the caller writes it with
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -50,12 +49,8 @@ __all__ = [
     "MerbenchImportWarning",
     "Problem",
     "UnsafePickleError",
-    "add_import_arguments",
-    "cli_import_merbench",
     "import_merbench",
     "load_label_file",
-    "parse_feature_list",
-    "validate_merbench_root",
 ]
 
 LABEL_FILE = "label-6way.npz"
@@ -67,7 +62,7 @@ VALENCE_MAX = 5.5
 #: below this many files the reads run serially even when ``workers > 1``
 PARALLEL_MIN_TASKS = 256
 CHUNK_SIZE = 64
-_LIST = 10  # how many names a message lists before "... and N more"
+MAX_LISTED = 10  # how many names a message lists before "... and N more"
 
 _FIX_ROOT = (
     "check `dataset.root` in the config: it must be MERBench's "
@@ -129,7 +124,8 @@ class MerbenchImportWarning(UserWarning):
     """Non-fatal finding of the import (e.g. extra files in a feature folder)."""
 
 
-def _first(items: Sequence[str], n: int = _LIST) -> str:
+def _list_names(items: Sequence[str], n: int = MAX_LISTED) -> str:
+    """The first ``n`` items, comma separated, then ``... and K more``."""
     shown = ", ".join(items[:n])
     return shown + (f", ... and {len(items) - n} more" if len(items) > n else "")
 
@@ -265,7 +261,7 @@ def _parse_labels(root: Path, problems: list[Problem]) -> _Labels | None:
     if unknown:
         problems.append(
             Problem("error", str(path),
-                    f"{len(unknown)} sample(s) with an unknown emotion label: {_first(unknown)}; "
+                    f"{len(unknown)} sample(s) with an unknown emotion label: {_list_names(unknown)}; "
                     f"allowed: {', '.join(EMOTIONS)} (or their index 0-{len(EMOTIONS) - 1})",
                     "fix the labels in label-6way.npz or drop those samples",
                     sample=unknown[0].split(" ")[0])
@@ -273,7 +269,7 @@ def _parse_labels(root: Path, problems: list[Problem]) -> _Labels | None:
     if dupes:
         items = [f"{n} ({' and '.join(s)})" for n, s in sorted(dupes.items())]
         problems.append(
-            Problem("error", str(path), f"{len(dupes)} sample(s) appear in more than one split: {_first(items)}",
+            Problem("error", str(path), f"{len(dupes)} sample(s) appear in more than one split: {_list_names(items)}",
                     "each sample must belong to exactly one of train/test1/test2/test3; remove the duplicates",
                     sample=sorted(dupes)[0])
         )  # fmt: skip
@@ -281,12 +277,12 @@ def _parse_labels(root: Path, problems: list[Problem]) -> _Labels | None:
         problems.append(
             Problem("error", str(path),
                     f"{len(bad_val)} sample(s) with an invalid valence (expected a number in [-5, 5], "
-                    f"or -10 for unknown): {_first(bad_val)}",
+                    f"or -10 for unknown): {_list_names(bad_val)}",
                     "fix 'val' in label-6way.npz", sample=bad_val[0].split(":")[0])
         )  # fmt: skip
     if unsafe:
         problems.append(
-            Problem("error", str(path), f"{len(unsafe)} unsafe sample name(s) (path separators): {_first(unsafe)}",
+            Problem("error", str(path), f"{len(unsafe)} unsafe sample name(s) (path separators): {_list_names(unsafe)}",
                     "sample names must be plain file names")
         )  # fmt: skip
     if not out.names:
@@ -482,7 +478,7 @@ def _scan(root, features, frame_level, max_frames, workers, progress) -> _Scan:
         if not folder.is_dir():
             if feat_root.is_dir():
                 have = sorted(p.name for p in feat_root.iterdir() if p.is_dir())
-                hint = f" (available: {_first(have)})" if have else f" ({feat_root} is empty)"
+                hint = f" (available: {_list_names(have)})" if have else f" ({feat_root} is empty)"
             else:
                 hint = f" ({feat_root} does not exist)"
             problems.append(
@@ -513,7 +509,7 @@ def _scan(root, features, frame_level, max_frames, workers, progress) -> _Scan:
             problems.append(
                 Problem("error", str(folder),
                         f"{len(missing)} of {len(labels.names)} labelled sample(s) have no feature file "
-                        f"(<name>.npy or per-face folder <name>/): {_first(missing)}",
+                        f"(<name>.npy or per-face folder <name>/): {_list_names(missing)}",
                         f"extract '{fname}' for these samples (or check that --features names the right folder)",
                         sample=missing[0])
             )  # fmt: skip
@@ -543,37 +539,13 @@ def _scan(root, features, frame_level, max_frames, workers, progress) -> _Scan:
             problems.append(
                 Problem("error", str(folders[mod]),
                         f"inconsistent feature dims: {dims[ref]} sample(s) have D={ref}, "
-                        f"{len(odd)} differ: {_first(items)}",
+                        f"{len(odd)} differ: {_list_names(items)}",
                         "all files of one feature folder must come from the same extractor; re-extract the odd ones",
                         sample=labels.names[odd[0]])
             )  # fmt: skip
     # errors first (stable), then warnings
     problems.sort(key=lambda p: not p.fatal)
     return _Scan(problems, labels, data)
-
-
-def validate_merbench_root(
-    root: str | Path,
-    features: Mapping[str, str],
-    *,
-    frame_level: Mapping[str, bool] | None = None,
-    max_frames: int | None = None,
-    workers: int = 4,
-    progress: bool = False,
-    raise_on_error: bool = False,
-) -> list[Problem]:
-    """Check a MERBench folder without building a store.
-
-    Reads every feature file (that is what finds NaN, truncation and dim
-    mismatches).  Returns every :class:`Problem` (errors first, then warnings);
-    with ``raise_on_error`` raises :class:`MerbenchImportError` instead when any
-    problem is fatal.
-    """
-    _check_args(features, frame_level, max_frames)
-    scan = _scan(root, features, frame_level, max_frames, workers, progress)
-    if raise_on_error and any(p.fatal for p in scan.problems):
-        raise MerbenchImportError(root, scan.problems)
-    return scan.problems
 
 
 # --------------------------------------------------------------------------- import
@@ -654,99 +626,3 @@ def import_merbench(
     )
     flag_zero_rows(store, zero_rows)
     return store
-
-
-# --------------------------------------------------------------------------- CLI hooks
-
-
-def parse_feature_list(text: str) -> dict[str, str]:
-    """``"a,t,v"`` (audio, text, video folder names) -> modality mapping."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if len(parts) != len(MODALITIES) or not all(parts):
-        raise ValueError(
-            f"--features expects {len(MODALITIES)} comma-separated feature folder names in "
-            f"{','.join(MODALITIES)} order (e.g. chinese-hubert-large-UTT,Baichuan-13B-Base-UTT,"
-            f"clip-vit-large-patch14-UTT), got {text!r}"
-        )
-    return dict(zip(MODALITIES, parts))
-
-
-def add_import_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``prmf import-merbench`` (dispatch to :func:`cli_import_merbench`)."""
-    parser.add_argument(
-        "root", metavar="ROOT", help="MERBench mer2023-dataset-process folder (label-6way.npz, features/)"
-    )
-    parser.add_argument("--features", required=True, metavar="A,T,V",
-                        help="feature folder names under ROOT/features in audio,text,video order")  # fmt: skip
-    parser.add_argument("--output", required=True, metavar="FEATURES_H5", help="feature store to write")
-    parser.add_argument("--dataset", default="MER2023", help="dataset name recorded in the store (default MER2023)")
-    parser.add_argument("--frame-level", default="", metavar="MODALITIES",
-                        help="comma-separated modalities kept frame level [N,T,D] (e.g. video)")  # fmt: skip
-    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="truncate frame-level sequences")
-    parser.add_argument("--workers", type=int, default=4, help="processes reading feature files (default 4)")
-    parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
-    parser.add_argument("--zero-rows", choices=("missing", "error"), default="missing",
-                        help="all-zero feature rows (MERBench: no face / empty transcript): flag them absent "
-                             "(missing, default) or leave them for validation to reject (error)")  # fmt: skip
-
-
-def _summary(store: FeatureStore, root: str, output: str, digest: str) -> str:
-    counts = ", ".join(f"{s} {int((store.split == s).sum())}" for s in SPLITS)
-    dims = []
-    for m, x in store.features.items():
-        shape = f"T<={x.shape[1]}, D={x.shape[2]}, frame level" if x.ndim == 3 else f"D={x.shape[1]}"
-        dims.append(f"{m} {store.feature_names[m]} ({shape})")
-    nan = int(np.isnan(store.valence).sum())
-    absent = ", ".join(f"{m} {int(np.asarray(store.missing[m]).sum())}" for m in store.features)
-    return (
-        f"Imported {store.dataset} from {root}: {len(store)} samples ({counts}); "
-        f"features {'; '.join(dims)}; valence unknown (NaN) for {nan} sample(s); "
-        f"absent (all-zero rows) {absent}; "
-        f"wrote {output} (sha256 {digest[:12]})."
-    )
-
-
-def cli_import_merbench(args: argparse.Namespace) -> int:
-    """Run ``prmf import-merbench``; 0 on success, 2 on a refused import (message on stderr)."""
-    from prmf.data.store import write_store
-
-    try:
-        features = parse_feature_list(args.features)
-        fl_mods = [m.strip() for m in (getattr(args, "frame_level", "") or "").split(",") if m.strip()]
-        bad = [m for m in fl_mods if m not in MODALITIES]
-        if bad:
-            raise ValueError(f"--frame-level: unknown modality {bad}; expected some of {','.join(MODALITIES)}")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", MerbenchImportWarning)
-            store = import_merbench(
-                args.root,
-                features,
-                dataset=getattr(args, "dataset", "MER2023"),
-                frame_level={m: True for m in fl_mods},
-                max_frames=getattr(args, "max_frames", None),
-                workers=int(getattr(args, "workers", 4)),
-                progress=not getattr(args, "no_progress", False),
-                zero_rows=getattr(args, "zero_rows", "missing"),
-            )
-        for w in caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-    except (MerbenchImportError, ValueError) as err:
-        print(f"prmf import-merbench: {err}", file=sys.stderr)
-        return 2
-    try:
-        digest = write_store(args.output, store)
-    except OSError as err:
-        print(f"prmf import-merbench: cannot write {args.output}: {err}", file=sys.stderr)
-        return 1
-    print(_summary(store, str(args.root), str(args.output), digest))
-    return 0
-
-
-def _main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience entry
-    parser = argparse.ArgumentParser(prog="prmf import-merbench")
-    add_import_arguments(parser)
-    return cli_import_merbench(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(_main())

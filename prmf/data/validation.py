@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from prmf.data.store import EMOTIONS, SPLITS, FeatureStore, read_store
+from prmf.markdown import markdown_table
 
 MAX_LISTED = 10
 
@@ -82,28 +83,28 @@ class ValidationReport:
         status = "PASSED" if not self.fatal else f"FAILED ({len(self.fatal)} fatal)"
         lines = [f"# Feature validation: {status}", "", f"Store: `{self.path}`", ""]
         s = self.summary
-        lines += ["| split | samples | valence known |", "|---|--:|--:|"]
-        for split, n in s["split_sizes"].items():
-            lines.append(f"| {split} | {n} | {s['valence_known'][split]} |")
-        lines += ["", "| modality | feature | dim | frame-level | flagged missing | all-zero rows |",
-                  "|---|---|--:|:-:|--:|--:|"]
-        for m, info in s["modalities"].items():
-            lines.append(
-                f"| {m} | {info['feature_name']} | {info['dim']} | {'yes' if info['frame_level'] else 'no'} "
-                f"| {info['flagged_missing']} | {info['zero_rows']} |"
-            )
+        lines.append(markdown_table(
+            ["split", "samples", "valence known"],
+            [(split, n, s["valence_known"][split]) for split, n in s["split_sizes"].items()],
+            ["l", "r", "r"],
+        ))
+        lines += ["", markdown_table(
+            ["modality", "feature", "dim", "frame-level", "flagged missing", "all-zero rows"],
+            [(m, info["feature_name"], info["dim"], "yes" if info["frame_level"] else "no", info["flagged_missing"],
+              info["zero_rows"]) for m, info in s["modalities"].items()],
+            ["l", "l", "r", "c", "r", "r"],
+        )]
         absent = s.get("absent_by_split") or {}
         if any(any(v["count"] for v in per.values()) for per in absent.values()):
             lines += ["", "Absent entries (all-zero rows from the extractor, or flagged by the source), "
-                      "masked in training and evaluation:", "",
-                      "| modality | split | absent | first samples |", "|---|---|--:|---|"]
-            for m, per in absent.items():
-                for split, v in per.items():
-                    if v["count"]:
-                        lines.append(f"| {m} | {split} | {v['count']} | {', '.join(v['first'])} |")
-        lines += ["", "| check | severity | message |", "|---|---|---|"]
-        for f in self.findings:
-            lines.append(f"| {f.check} | {f.severity} | {f.message.replace('|', '/')} |")
+                      "masked in training and evaluation:", "", markdown_table(
+                          ["modality", "split", "absent", "first samples"],
+                          [(m, split, v["count"], ", ".join(v["first"]))
+                           for m, per in absent.items() for split, v in per.items() if v["count"]],
+                          ["l", "l", "r", "l"],
+                      )]
+        lines += ["", markdown_table(["check", "severity", "message"],
+                                     [(f.check, f.severity, f.message) for f in self.findings], ["l", "l", "l"])]
         return "\n".join(lines) + "\n"
 
 

@@ -8,9 +8,11 @@ Read in method order: :mod:`.standardize` and :mod:`.modality_dropout`
 :mod:`.linear` (the wide first layers), :mod:`.stacked` (per-modality layers
 of equal shape run as one batched GEMM). Losses live in :mod:`prmf.losses`.
 
-:func:`build_model` turns an experiment arm (a dict from the study config)
-into a model. The study's arms are defined in ``config/config.yaml`` and
-nowhere else.
+:func:`build_model` turns a resolved experiment arm
+(:func:`prmf.config.resolve_arm`) into a model. The study's arms are defined
+in ``config/config.yaml`` and the defaults of their keys in the config schema
+(``workflow/schemas/config.schema.yaml``), nowhere else: the model classes
+take every setting as an explicit argument.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ from .stacked import StackedLinear
 from .standardize import STANDARDIZE_MODES, FeatureStandardizer, standardization_stats
 
 __all__ = [
+    "COMMON_KEYS",
     "DROPOUT_UNITS",
     "DROPPED_MODALITY_RULES",
+    "PRMF_KEYS",
     "STANDARDIZE_MODES",
     "AttentionBaseline",
     "AttentionWeightFusion",
@@ -90,25 +94,35 @@ __all__ = [
 ]
 
 MODEL_KINDS = ("attention", "prmf")
+#: arm keys every model reads
+COMMON_KEYS = ("hidden_dim", "dropout", "use_modality_dropout", "modality_dropout_max", "warmup_epochs",
+               "modality_dropout_unit", "standardize", "dropped_modality", "use_vae", "use_proxy_attention")
+#: further arm keys the P-RMF family reads
+PRMF_KEYS = ("fusion", "uncertainty", "tau", "num_attention_heads", "recon_weight")
 
 
-def _get(arm: Mapping[str, Any], key: str, default: Any) -> Any:
-    """``arm[key]``, or ``default`` when the key is missing or ``None``."""
+def _require(arm: Mapping[str, Any], key: str) -> Any:
+    """``arm[key]``; a missing (or null) key is a :class:`ValueError` naming it."""
     value = arm.get(key)
-    return default if value is None else value
+    if value is None:
+        raise ValueError(
+            f"arm {arm.get('arm', '')!r} does not set '{key}': build_model needs a resolved arm "
+            "(prmf.config.resolve_arm fills every key from the config's training block and the schema's defaults)"
+        )
+    return value
 
 
-def _choice(arm: Mapping[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
-    """A string option ``arm[key]`` (default ``default``) checked against ``allowed``."""
-    value = _get(arm, key, default)
+def _choice(arm: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    """A string option ``arm[key]`` checked against ``allowed``."""
+    value = _require(arm, key)
     if value not in allowed:
         raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     return str(value)
 
 
 def _flag(arm: Mapping[str, Any], key: str) -> bool:
-    """A boolean switch (default False); rejects strings such as ``"false"``."""
-    value = _get(arm, key, False)
+    """A boolean switch ``arm[key]``; rejects strings such as ``"false"``."""
+    value = _require(arm, key)
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
         return bool(value)
     raise ValueError(f"{key} must be a boolean, got {value!r}")
@@ -120,39 +134,42 @@ def build_model(
     n_classes: int,
     frame_level: list[bool] | None = None,
 ) -> MultimodalModel:
-    """Build the model of an experiment arm.
+    """Build the model of a resolved experiment arm.
 
     Args:
-        arm: arm config. ``model`` ("attention" | "prmf") is required; read with
-            defaults: ``use_vae`` [False], ``use_proxy_attention`` [False],
-            ``use_modality_dropout`` [False], ``fusion`` ["uncertainty"],
-            ``uncertainty`` ["std"], ``tau`` [1.0], ``hidden_dim`` [128],
-            ``dropout`` [0.4], ``num_attention_heads`` [4],
-            ``modality_dropout_max`` [0.2], ``warmup_epochs`` [0],
-            ``recon_weight`` [0.0] (decoders are built only when > 0 with the
-            VAE), and
+        arm: a resolved arm (:func:`prmf.config.resolve_arm`): every key below
+            must be set; their defaults live in the config schema
+            (``workflow/schemas/config.schema.yaml``), nowhere else. A missing
+            key is a :class:`ValueError` naming it. Read by both families
+            (:data:`COMMON_KEYS`): ``model`` ("attention" | "prmf"),
+            ``hidden_dim``, ``dropout``, ``use_modality_dropout``,
+            ``modality_dropout_max``, ``warmup_epochs``, ``use_vae`` and
+            ``use_proxy_attention`` (``model: attention`` rejects either set
+            to True), and
 
-            * ``modality_dropout_unit`` ["batch"]: ``"batch"`` -- one hit draw
-              and one drop mode per training batch, applied to every sample
-              (the author's code); ``"sample"`` -- each sample hit and given a
-              mode independently (:mod:`.modality_dropout`);
-            * ``dropped_modality`` ["mask"]: ``"mask"`` -- an absent / dropped
-              modality gets fusion weight exactly 0 and no proxy attention;
+            * ``modality_dropout_unit``: ``"batch"`` -- one hit draw and one
+              drop mode per training batch, applied to every sample (the
+              author's code); ``"sample"`` -- each sample hit and given a mode
+              independently (:mod:`.modality_dropout`);
+            * ``dropped_modality``: ``"mask"`` -- an absent / dropped modality
+              gets fusion weight exactly 0 and no proxy attention;
               ``"std_1e6"`` -- the author's rule for VAE models: its std is set
               to 1e6 before an unmasked uncertainty-weighted fusion and the
               proxy attention is not masked (losses stay masked either way;
               without the VAE ``std_1e6`` is ``mask``);
-            * ``standardize`` ["none"]: ``"zscore"`` gives the model a
+            * ``standardize``: ``"zscore"`` gives the model a
               :class:`FeatureStandardizer` (``model.standardizer``) whose
               statistics, set with ``set_stats``, are saved in ``state_dict``;
               ``"none"``: ``model.standardizer`` is ``None``.
 
-            Every other key is ignored. ``model: attention`` rejects
-            ``use_vae``/``use_proxy_attention`` set to True.
+            ``model: prmf`` also reads (:data:`PRMF_KEYS`) ``fusion``,
+            ``uncertainty``, ``tau``, ``num_attention_heads`` and
+            ``recon_weight`` (decoders are built only when > 0 with the VAE).
+            Every other key is ignored.
         input_dims: feature dimension ``D_m`` of each modality.
         n_classes: number of emotion classes ``C``.
         frame_level: per modality, True for ``[B, T, D_m]`` inputs (LSTM
-            encoders); default all utterance-level.
+            encoders); ``None``: all utterance-level.
 
     Returns:
         An :class:`AttentionBaseline` or :class:`PRMFModel`.
@@ -160,35 +177,36 @@ def build_model(
     if "model" not in arm:
         raise ValueError("arm must set 'model' to one of " + ", ".join(MODEL_KINDS))
     kind = arm["model"]
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
     common = dict(
         input_dims=list(input_dims),
         n_classes=int(n_classes),
         frame_level=None if frame_level is None else list(frame_level),
-        hidden_dim=int(_get(arm, "hidden_dim", 128)),
-        dropout=float(_get(arm, "dropout", 0.4)),
+        hidden_dim=int(_require(arm, "hidden_dim")),
+        dropout=float(_require(arm, "dropout")),
         use_modality_dropout=_flag(arm, "use_modality_dropout"),
-        modality_dropout_max=float(_get(arm, "modality_dropout_max", 0.2)),
-        warmup_epochs=int(_get(arm, "warmup_epochs", 0)),
-        modality_dropout_unit=_choice(arm, "modality_dropout_unit", "batch", DROPOUT_UNITS),
-        standardize=_choice(arm, "standardize", "none", STANDARDIZE_MODES),
+        modality_dropout_max=float(_require(arm, "modality_dropout_max")),
+        warmup_epochs=int(_require(arm, "warmup_epochs")),
+        modality_dropout_unit=_choice(arm, "modality_dropout_unit", DROPOUT_UNITS),
+        standardize=_choice(arm, "standardize", STANDARDIZE_MODES),
     )
     # checked for every model; only the VAE models have a std to replace
-    dropped_modality = _choice(arm, "dropped_modality", "mask", DROPPED_MODALITY_RULES)
+    dropped_modality = _choice(arm, "dropped_modality", DROPPED_MODALITY_RULES)
+    use_vae, use_proxy_attention = _flag(arm, "use_vae"), _flag(arm, "use_proxy_attention")
     if kind == "attention":
-        for key in ("use_vae", "use_proxy_attention"):
-            if _flag(arm, key):
+        for key, on in (("use_vae", use_vae), ("use_proxy_attention", use_proxy_attention)):
+            if on:
                 raise ValueError(f"model 'attention' does not support {key}=True")
         return AttentionBaseline(**common)
-    if kind == "prmf":
-        return PRMFModel(
-            **common,
-            use_vae=_flag(arm, "use_vae"),
-            use_proxy_attention=_flag(arm, "use_proxy_attention"),
-            fusion=str(_get(arm, "fusion", "uncertainty")),
-            uncertainty=str(_get(arm, "uncertainty", "std")),
-            tau=float(_get(arm, "tau", 1.0)),
-            num_attention_heads=int(_get(arm, "num_attention_heads", 4)),
-            recon_weight=float(_get(arm, "recon_weight", 0.0)),
-            dropped_modality=dropped_modality,
-        )
-    raise ValueError(f"unknown model {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    return PRMFModel(
+        **common,
+        use_vae=use_vae,
+        use_proxy_attention=use_proxy_attention,
+        fusion=str(_require(arm, "fusion")),
+        uncertainty=str(_require(arm, "uncertainty")),
+        tau=float(_require(arm, "tau")),
+        num_attention_heads=int(_require(arm, "num_attention_heads")),
+        recon_weight=float(_require(arm, "recon_weight")),
+        dropped_modality=dropped_modality,
+    )

@@ -9,8 +9,8 @@ softmax is over one element and equals 1 exactly; the per-modality output is
 therefore ``out_proj(v_proj(mu_m))`` whatever the query. The proxy shapes the
 result through the fusion weights and the residual connection.
 :func:`single_key_attention` computes that value directly from the
-``nn.MultiheadAttention`` parameters, with about 10x fewer autograd ops than
-calling the module (the query/key rows of ``in_proj_weight`` receive an exactly
+``nn.MultiheadAttention`` parameters (two projections instead of the module's
+full attention; the query/key rows of ``in_proj_weight`` receive an exactly
 zero gradient either way); the ``M`` blocks' projections run as batched GEMMs.
 """
 
@@ -61,7 +61,7 @@ class ProxyCrossModalAttention(nn.Module):
     key it would drop the whole modality output).
     """
 
-    def __init__(self, num_modalities: int, hidden_dim: int, num_heads: int = 4, dropout: float = 0.0) -> None:
+    def __init__(self, num_modalities: int, hidden_dim: int, num_heads: int, dropout: float) -> None:
         super().__init__()
         if hidden_dim % num_heads != 0:
             raise ValueError(

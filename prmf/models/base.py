@@ -28,11 +28,12 @@ class MultimodalModel(nn.Module):
         self,
         input_dims: list[int],
         frame_level: list[bool] | None,
+        *,
         use_modality_dropout: bool,
         modality_dropout_max: float,
         warmup_epochs: int,
-        modality_dropout_unit: str = "batch",
-        standardize: str = "none",
+        modality_dropout_unit: str,
+        standardize: str,
     ) -> None:
         super().__init__()
         if standardize not in STANDARDIZE_MODES:
@@ -49,7 +50,7 @@ class MultimodalModel(nn.Module):
         self.frame_level = [bool(f) for f in frame_level]
         self.num_modalities = len(input_dims)
         self.modality_dropout = ModalityDropout(
-            self.num_modalities, use_modality_dropout, modality_dropout_max, warmup_epochs,
+            self.num_modalities, use_modality_dropout, p_max=modality_dropout_max, warmup_epochs=warmup_epochs,
             unit=modality_dropout_unit,
         )
         self.standardizer = FeatureStandardizer(self.input_dims) if standardize == "zscore" else None

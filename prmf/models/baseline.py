@@ -38,6 +38,9 @@ MERBENCH_ENCODERS = ("audio_encoder", "text_encoder", "video_encoder")
 class AttentionBaseline(MultimodalModel):
     """MERBench ``attention`` fusion with optional modality dropout.
 
+    Every setting is an explicit keyword argument (the study's values come
+    from the resolved arm, see :func:`prmf.models.build_model`).
+
     ``fusion_weights`` in the output are the raw (unnormalised) attention
     weights, 0 for absent modalities; ``uncertainty``/``mus``/... are ``None``.
     """
@@ -47,15 +50,17 @@ class AttentionBaseline(MultimodalModel):
         input_dims: list[int],
         n_classes: int,
         frame_level: list[bool] | None = None,
-        hidden_dim: int = 128,
-        dropout: float = 0.4,
-        use_modality_dropout: bool = False,
-        modality_dropout_max: float = 0.2,
-        warmup_epochs: int = 0,
-        modality_dropout_unit: str = "batch",
-        standardize: str = "none",
+        *,
+        hidden_dim: int,
+        dropout: float,
+        use_modality_dropout: bool,
+        modality_dropout_max: float,
+        warmup_epochs: int,
+        modality_dropout_unit: str,
+        standardize: str,
     ) -> None:
-        super().__init__(input_dims, frame_level, use_modality_dropout, modality_dropout_max, warmup_epochs,
+        super().__init__(input_dims, frame_level, use_modality_dropout=use_modality_dropout,
+                         modality_dropout_max=modality_dropout_max, warmup_epochs=warmup_epochs,
                          modality_dropout_unit=modality_dropout_unit, standardize=standardize)
         self.encoders = ModalityEncoders(self.input_dims, self.frame_level, hidden_dim, dropout)
         self.fusion = AttentionWeightFusion(self.num_modalities, hidden_dim, dropout)

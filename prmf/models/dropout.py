@@ -1,10 +1,10 @@
 """Dropout with a cheaper keep-mask than ``nn.Dropout``.
 
 Every dropout of the models (on the wide input features and on hidden
-layers) is a :class:`FastDropout`. On CPU, ``nn.Dropout`` draws one
-``bernoulli_`` sample per entry (about 2.8 ms for a ``[32, 5120]`` batch on
-the 2-core dev VM); :func:`bernoulli_keep_mask` reads four 16-bit uniforms
-from each 64-bit draw of torch's generator (about 0.3 ms for the same batch).
+layers) is a :class:`FastDropout`. ``nn.Dropout`` draws one ``bernoulli_``
+sample per entry; :func:`bernoulli_keep_mask` reads four 16-bit uniforms from
+each 64-bit draw of torch's generator, a quarter of the draws. Timings of a
+training step: ``benchmarks/bench_train.py``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ def bernoulli_keep_mask(shape: torch.Size, p: float, device: torch.device) -> Te
 
     Draws full-range 64-bit integers from torch's global RNG and reads each as
     four independent uniform 16-bit integers ``u`` on ``[-32768, 32767]``;
-    ``keep = u >= round(p * 65536) - 32768``. One draw serves four entries,
-    about 3x cheaper on CPU than ``torch.rand`` and 6x cheaper than
-    ``nn.Dropout``'s ``bernoulli_``; ``p`` is quantised to a multiple of
-    ``1/65536`` (error <= 7.7e-6).
+    ``keep = u >= round(p * 65536) - 32768``. One draw serves four entries
+    (``torch.rand`` and ``nn.Dropout``'s ``bernoulli_`` draw one per entry);
+    ``p`` is quantised to a multiple of ``1/65536`` (error <= 7.7e-6).
     """
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
@@ -53,9 +52,9 @@ class FastDropout(nn.Module):
         if self.p == 1.0:
             return torch.zeros_like(x)
         keep = bernoulli_keep_mask(x.shape, self.p, x.device)
-        # The bool mask viewed as uint8: float * uint8 takes torch's fast path (about 4x
-        # faster on CPU than float * bool). In-place scaling of the fresh product: one
-        # [.., D] temporary instead of two (autograd-safe: the product is not saved).
+        # The bool mask viewed as uint8: float * uint8 is a vectorised CPU kernel (float * bool
+        # is not). In-place scaling of the fresh product: one [.., D] temporary instead of two
+        # (autograd-safe: the product is not saved).
         return (x * keep.view(torch.uint8)).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:

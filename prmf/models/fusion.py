@@ -60,7 +60,7 @@ def std_for_fusion(std: Tensor, present: Tensor) -> Tensor:
 class UncertaintyWeightedFusion(nn.Module):
     """Builds the proxy modality from the posteriors of the present modalities.
 
-    ``fusion="uncertainty"`` (default)::
+    ``fusion="uncertainty"`` (the paper's)::
 
         u_m   = modality_uncertainty(std_m)                        [B, M]
         w     = softmax_m((1 / (u_m + 1e-6)) / tau), absent -> -inf  [B, M]
@@ -88,7 +88,7 @@ class UncertaintyWeightedFusion(nn.Module):
     logit ``1 / (u + 1e-6) / tau`` ~ ``1e-6 / tau``, a small but nonzero weight).
     """
 
-    def __init__(self, fusion: str = "uncertainty", uncertainty: str = "std", tau: float = 1.0) -> None:
+    def __init__(self, fusion: str, uncertainty: str, tau: float) -> None:
         super().__init__()
         if fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")

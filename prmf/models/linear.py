@@ -1,15 +1,14 @@
 """A Linear layer for wide inputs whose weight is stored input-major.
 
 ``nn.Linear`` stores its weight as ``[out, in]`` and autograd computes the
-weight gradient as ``(g^T x)`` ``[out, B] @ [B, in]``. For the first layer of
-an encoder (``in`` = 1024 / 5120 / 768 feature dims, ``out`` = 128 hidden
-units, batch 32) that product is the slowest of the whole training step on
-CPU: measured on the 2-core dev VM (MKL, 2 threads), ``[128, 32] @ [32, 5120]``
-takes 0.5-1.4 ms, while the same numbers computed as ``x^T g``
-``[5120, 32] @ [32, 128]`` take 0.45 ms (and 0.11 vs 0.31 ms at 1024 dims).
-Storing the weight as ``[in, out]`` makes autograd pick the fast form, and the
-forward ``x @ W`` is no slower. ``benchmarks/bench_linear_layout.py`` measures
-both layouts.
+weight gradient as ``g^T x`` ``[out, B] @ [B, in]``. For the first layer of an
+encoder (``in`` = 1024 / 5120 / 768 feature dims, ``out`` = 128 hidden units,
+batch 32) that is the largest matrix product of a training step. With the
+weight stored as ``[in, out]`` autograd computes the same numbers as
+``x^T g`` ``[in, B] @ [B, out]``, the operand order CPU BLAS runs faster for
+these shapes; the forward is ``x @ W``. Seconds per training step:
+``benchmarks/bench_train.py`` (its "floor" rows time the model's matrix
+products alone).
 """
 
 from __future__ import annotations

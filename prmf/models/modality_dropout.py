@@ -49,9 +49,10 @@ DROPOUT_UNITS = ("batch", "sample")
 def apply_modality_dropout(
     present: Tensor,
     p: float | Tensor,
+    *,
+    unit: str,
     generator: torch.Generator | None = None,
     modes: Tensor | None = None,
-    unit: str = "sample",
 ) -> Tensor:
     """Randomly drop modalities, per sample or per batch.
 
@@ -71,9 +72,8 @@ def apply_modality_dropout(
             batch (the mode is the same for every row; a row whose present
             modalities it would all remove keeps its mask). Both draw the same
             kernels whatever ``p``, and neither reads a value back to the host.
-            This function defaults to ``"sample"`` (its behaviour before the
-            option existed); :class:`ModalityDropout` and ``build_model``
-            default to ``"batch"``, the author's granularity.
+            No default: the study's (``modality_dropout_unit``) is in the
+            config schema.
 
     Returns:
         New ``[B, M]`` bool mask (``present`` is not modified). When ``M < 2``,
@@ -121,8 +121,8 @@ class ModalityDropout(nn.Module):
     granularity, or ``"sample"``) is passed to :func:`apply_modality_dropout`.
     """
 
-    def __init__(self, num_modalities: int, enabled: bool, p_max: float = 0.2, warmup_epochs: int = 0,
-                 unit: str = "batch") -> None:
+    def __init__(self, num_modalities: int, enabled: bool, *, p_max: float, warmup_epochs: int,
+                 unit: str) -> None:
         super().__init__()
         if not 0.0 <= p_max <= 1.0:
             raise ValueError(f"modality_dropout_max must be in [0, 1], got {p_max!r}")

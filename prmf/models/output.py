@@ -15,7 +15,7 @@ from torch import Tensor
 
 @dataclass
 class ModelOutput:
-    """What a forward pass produces; consumed by :class:`prmf.losses.VAELossComputer`.
+    """What a forward pass produces; consumed by :class:`prmf.losses.TrainingLoss`.
 
     Attributes:
         logits: ``[B, C]`` unnormalised emotion scores.

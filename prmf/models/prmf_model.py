@@ -21,7 +21,7 @@ same order, so the same seed gives the same initial weights as
 
 Dropped / absent modalities (``dropped_modality``):
 
-* ``"mask"`` (default): the modality gets fusion weight exactly 0 and is left
+* ``"mask"``: the modality gets fusion weight exactly 0 and is left
   out of the proxy attention (steps 2-3).
 * ``"std_1e6"`` (the author's code, VAE models only): the encoder still runs on
   the zeroed input; for the fusion its ``std`` is replaced by ``1e6``
@@ -64,7 +64,9 @@ class PRMFModel(MultimodalModel):
     ``fusion``/``uncertainty``/``tau`` configure :class:`UncertaintyWeightedFusion`
     (VAE on only; ``fusion="precision"`` without the VAE is rejected).
     ``dropped_modality`` (``"mask"`` | ``"std_1e6"``) is the rule for absent
-    modalities in steps 2-3 (see the module docstring).
+    modalities in steps 2-3 (see the module docstring). Every setting is an
+    explicit keyword argument (the study's values come from the resolved arm,
+    see :func:`prmf.models.build_model`).
     """
 
     def __init__(
@@ -72,23 +74,25 @@ class PRMFModel(MultimodalModel):
         input_dims: list[int],
         n_classes: int,
         frame_level: list[bool] | None = None,
-        hidden_dim: int = 128,
-        dropout: float = 0.4,
-        use_vae: bool = False,
-        use_proxy_attention: bool = False,
-        use_modality_dropout: bool = False,
-        fusion: str = "uncertainty",
-        uncertainty: str = "std",
-        tau: float = 1.0,
-        num_attention_heads: int = 4,
-        modality_dropout_max: float = 0.2,
-        warmup_epochs: int = 0,
-        recon_weight: float = 0.0,
-        modality_dropout_unit: str = "batch",
-        dropped_modality: str = "mask",
-        standardize: str = "none",
+        *,
+        hidden_dim: int,
+        dropout: float,
+        use_vae: bool,
+        use_proxy_attention: bool,
+        use_modality_dropout: bool,
+        fusion: str,
+        uncertainty: str,
+        tau: float,
+        num_attention_heads: int,
+        modality_dropout_max: float,
+        warmup_epochs: int,
+        recon_weight: float,
+        modality_dropout_unit: str,
+        dropped_modality: str,
+        standardize: str,
     ) -> None:
-        super().__init__(input_dims, frame_level, use_modality_dropout, modality_dropout_max, warmup_epochs,
+        super().__init__(input_dims, frame_level, use_modality_dropout=use_modality_dropout,
+                         modality_dropout_max=modality_dropout_max, warmup_epochs=warmup_epochs,
                          modality_dropout_unit=modality_dropout_unit, standardize=standardize)
         if not use_vae and fusion != "uncertainty":
             raise ValueError(f"fusion={fusion!r} needs use_vae=True (it fuses posteriors)")

@@ -103,6 +103,8 @@ EXTRA_TARGETS = []
 # ---- report stage: config access and input functions
 from pathlib import Path
 
+from prmf.merbench_results import model_display_names
+
 TABLES = "results/tables"
 REFERENCE_ARM = config["tables"]["reference_arm"]
 # ablation arms this study trains; the others are named as skipped in the table
@@ -122,13 +124,6 @@ def existing_external_result_dirs(wildcards):
 def arm_table_params():
     """Resolved arms (display names, export names) in run order, for table rows."""
     return {arm: resolve_arm(config, arm) for arm in ARMS}
-
-
-def model_display_names():
-    """Model (export) name -> display name: each run arm's, overridden by config display_names."""
-    names = {p["export_name"]: p["display_name"] for p in arm_table_params().values()}
-    names.update(config["display_names"])
-    return names
 
 
 def run_summaries(arms):

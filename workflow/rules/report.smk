@@ -17,7 +17,7 @@ rule extract_best:
         "../envs/prmf.yaml"
     params:
         result_dirs=RESULT_DIRS,
-        display_names=model_display_names(),
+        display_names=model_display_names(config),
     script:
         "../scripts/extract_best.py"
 
@@ -37,7 +37,7 @@ rule comparison_table:
         table="comparison",
         arms=arm_table_params(),
         result_dirs=RESULT_DIRS,
-        display_names=model_display_names(),
+        display_names=model_display_names(config),
     script:
         "../scripts/make_tables.py"
 

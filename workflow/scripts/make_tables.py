@@ -8,7 +8,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 
 from prmf import tables  # noqa: E402
-from prmf.results import scan_result_dirs, select_best  # noqa: E402
+from prmf.merbench_results import scan_result_dirs, select_best  # noqa: E402
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from prmf.robustness import read_robustness, robustness_markdown  # noqa: E402
+from prmf.robustness import read_robustness  # noqa: E402
+from prmf.tables import robustness_markdown  # noqa: E402
 
 md = robustness_markdown(
     read_robustness(snakemake.input.tsvs),

@@ -1,25 +1,26 @@
-"""Tests of prmf.results: MERBench result names, scanning, best-of-runs, the CLI."""
+"""Tests of prmf.merbench_results (MERBench result names, scanning, best-of-runs) and ``prmf extract-best``."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from prmf.results import (
-    DEFAULT_DISPLAY_NAMES,
+from e2e_helpers import TINY_CONFIG
+from prmf.cli import main
+from prmf.merbench_results import (
+    BEST_COLUMNS,
     RECORD_COLUMNS,
+    NoResultsError,
     ResultName,
-    add_extract_best_arguments,
-    cli_extract_best,
     display_name,
     extract_best,
     format_result_name,
-    markdown_table,
+    model_display_names,
     parse_result_name,
     render_best,
     scan_result_dirs,
@@ -180,20 +181,20 @@ def test_format_parse_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"split": "train"},
-        {"feature_names": ["a+b"]},
-        {"feature_names": []},
-        {"feat_type": "u+t"},
-        {"f1": -0.1},
-        {"model": ""},
+        ({"split": "train"}, "not make a valid MERBench result name: 'train_features:a_model"),
+        ({"feature_names": ["a+b"]}, r"would parse back as \('cv', \('a', 'b'\)"),
+        ({"feature_names": []}, "not make a valid MERBench result name: 'cv_features:_model"),
+        ({"feat_type": "u+t"}, r"would parse back as \('cv', \('a',\), None, 'm\+u', 't', 'None'\)"),
+        ({"f1": -0.1}, "not make a valid MERBench result name: .*_f1:-0.1000_"),
+        ({"model": ""}, "not make a valid MERBench result name: .*_model:\\+utt\\+None_"),
     ],
 )
-def test_format_rejects_fields_that_do_not_round_trip(kwargs: dict) -> None:
+def test_format_rejects_fields_that_do_not_round_trip(kwargs: dict, message: str) -> None:
     fields = {"split": "cv", "feature_names": ["a"], "model": "m", "f1": 0.1, "acc": 0.2, "val": 0.3,
               "timestamp": 1}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         format_result_name(**(fields | kwargs))
 
 
@@ -210,7 +211,7 @@ def test_scan_recursive_with_missing_dir_and_skipped(tmp_path: Path, caplog: pyt
     _touch(other / _name("test1", "attention", 0.3, 0.35, 3))
     missing = tmp_path / "nope"
 
-    with caplog.at_level(logging.WARNING, logger="prmf.results"):
+    with caplog.at_level(logging.WARNING, logger="prmf.merbench_results"):
         report = scan_result_dirs([root, missing, other, root])
 
     assert report.missing_dirs == [str(missing)]
@@ -286,36 +287,35 @@ def test_select_best_tie_breaking() -> None:
 
 def test_select_best_empty() -> None:
     best = select_best(pd.DataFrame(columns=list(RECORD_COLUMNS)))
-    assert best.empty and "n_runs" in best.columns
+    assert best.empty and list(best.columns) == list(BEST_COLUMNS)
 
 
 # --------------------------------------------------------------------------- render
 
 
-def test_display_name_defaults_override_and_unknown() -> None:
-    assert display_name("attention_robust_v2") == "P-RMF V2 (VAE)"
-    assert display_name("attention+utt") == DEFAULT_DISPLAY_NAMES["attention"]
+def test_display_name_mapping_or_the_model_itself() -> None:
     assert display_name("attention_robust_v2", {"attention_robust_v2": "Ours"}) == "Ours"
+    assert display_name("attention_robust_v2") == "attention_robust_v2"  # no built-in names
     assert display_name("prmf_exp1", {"other": "x"}) == "prmf_exp1"
 
 
-def test_markdown_table_escapes_pipes() -> None:
-    frame = pd.DataFrame({"a": ["x|y"], "b": [1]})
-    assert markdown_table(frame) == "| a | b |\n|:---|---:|\n| x\\|y | 1 |"
+def test_model_display_names_from_the_study_config() -> None:
+    config = TINY_CONFIG | {"display_names": {"attention_robust_v2": "P-RMF V2 (VAE)", "old_model": "Old"}}
+    # display_names for external files; a run arm's own display_name always names its export
+    assert model_display_names(config) == {
+        "attention": "Baseline (v0)", "attention_robust_v2": "Exp4: P-RMF (full)", "old_model": "Old"}
+    assert model_display_names(TINY_CONFIG) == {"attention": "Baseline (v0)", "attention_robust_v2": "Exp4: P-RMF (full)"}
 
 
 def test_render_best_unknown_format() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown format 'html'; expected md, tsv or console"):
         render_best(select_best(_records([("m", "cv", 0.1, 0.2, 1, "f")])), "html")  # type: ignore[arg-type]
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- extract_best
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="extract-best")
-    add_extract_best_arguments(parser)
-    return parser.parse_args(argv)
+NAMES = {"attention": "Baseline (v0)", "attention_robust_v2": "P-RMF V2 (VAE)"}
 
 
 @pytest.fixture
@@ -330,14 +330,43 @@ def result_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for split, f1, acc, ts in [("cv", 0.7010, 0.7102, 1), ("test1", 0.5800, 0.6000, 1)]:
         _touch(runs / "base" / "seed1" / _name(split, "attention", f1, acc, ts))
     _touch(runs / "base" / "broken_acc:0.5.npz")
+    Path("names.yaml").write_text(yaml.safe_dump(NAMES), encoding="utf-8")
     return runs
+
+
+def test_extract_best_writes_tables_and_returns_the_scan(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report, best = extract_best(["runs"], "out/best.md", display_names={"attention": "Base"})
+    assert capsys.readouterr() == ("", "")  # a library function: prints nothing
+    assert report.skipped == [("runs", "base/broken_acc:0.5.npz")]
+    assert best[["model", "split", "acc", "n_runs"]].values.tolist() == [
+        ["attention", "cv", 0.7102, 1], ["attention", "test1", 0.6, 1], ["attention_robust_v2", "cv", 0.7593, 2],
+        ["attention_robust_v2", "test1", 0.6234, 1], ["attention_robust_v2", "test2", 0.5678, 1],
+        ["attention_robust_v2", "test3", 0.5123, 1]]
+    md = Path("out/best.md").read_text(encoding="utf-8")
+    assert "| Base | attention | 70.10 | 71.02 | 58.00 | 60.00 | — | — | — | — |" in md
+    assert "| attention_robust_v2 | attention_robust_v2 | 75.86 | 75.93 |" in md  # no name given: the model's
+    assert Path("out/best.tsv").read_text(encoding="utf-8").splitlines()[1].startswith(
+        "Base\tattention\t70.10\t71.02\t58.00\t60.00\t\t\t\t\t")
+
+
+def test_extract_best_raises_naming_the_folders(tmp_path: Path) -> None:
+    _touch(tmp_path / "empty" / "junk.npz")
+    with pytest.raises(NoResultsError, match=f"found in: {tmp_path / 'empty'}, {tmp_path / 'gone'}$") as info:
+        extract_best([tmp_path / "empty", tmp_path / "gone"])
+    assert info.value.report.skipped == [(str(tmp_path / "empty"), "junk.npz")]
+    assert info.value.report.missing_dirs == [str(tmp_path / "gone")]
+    with pytest.raises(ValueError, match=r"output x\.tsv must not end in \.tsv"):
+        extract_best([tmp_path / "empty"], "x.tsv")
+
+
+# --------------------------------------------------------------------------- CLI
 
 
 def test_cli_console(
     result_tree: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="prmf.results"):
-        rc = cli_extract_best(_parse(["--result-dir", "runs", "--result-dir", "gone"]))
+    with caplog.at_level(logging.WARNING, logger="prmf.merbench_results"):
+        rc = main(["extract-best", "--result-dir", "runs", "--result-dir", "gone", "--display-names", "names.yaml"])
     out, err = capsys.readouterr()
     assert rc == 0
     v2 = "runs/v2/"
@@ -366,7 +395,7 @@ def test_cli_console(
 
 def test_cli_tsv_with_display_names(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     Path("names.yaml").write_text("attention: Baseline\nattention_robust_v2: Ours\n", encoding="utf-8")
-    rc = cli_extract_best(_parse(["--result-dir", "runs", "--format", "tsv", "--display-names", "names.yaml"]))
+    rc = main(["extract-best", "--result-dir", "runs", "--format", "tsv", "--display-names", "names.yaml"])
     out, _ = capsys.readouterr()
     assert rc == 0
     lines = out.splitlines()
@@ -383,44 +412,61 @@ def test_cli_tsv_with_display_names(result_tree: Path, capsys: pytest.CaptureFix
 
 
 def test_cli_md_and_output_files(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli_extract_best(_parse(["--result-dir", "runs", "--format", "md", "--output", "tables/best.md"]))
+    rc = main(["extract-best", "--result-dir", "runs", "--format", "md", "--output", "tables/best.md",
+               "--display-names", "names.yaml"])
     out, _ = capsys.readouterr()
     assert rc == 0
     expected = (GOLDEN / "best_results.md").read_text(encoding="utf-8")
     assert out == expected
     assert Path("tables/best.md").read_text(encoding="utf-8") == expected
     tsv = Path("tables/best.tsv").read_text(encoding="utf-8")
-    assert tsv == render_best(select_best(scan_result_dirs(["runs"]).records), "tsv")
+    assert tsv == render_best(select_best(scan_result_dirs(["runs"]).records), "tsv", NAMES)
     assert "| P-RMF V2 (VAE) | attention_robust_v2 | 75.86 | 75.93 |" in out
+
+
+def test_cli_names_from_the_study_config(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = TINY_CONFIG | {"display_names": {"attention_robust_v2": "P-RMF V2 (VAE)", "attention": "ignored"}}
+    Path("study.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    Path("names.yaml").write_text("attention: Base\n", encoding="utf-8")
+    assert main(["extract-best", "--result-dir", "runs", "--format", "tsv", "--config", "study.yaml"]) == 0
+    rows = [line.split("\t")[:2] for line in capsys.readouterr().out.splitlines()[1:]]
+    # each run arm's display_name names its export, whatever display_names says
+    assert rows == [["Baseline (v0)", "attention"], ["Exp4: P-RMF (full)", "attention_robust_v2"]]
+    # --display-names over --config
+    assert main(["extract-best", "--result-dir", "runs", "--format", "tsv", "--config", "study.yaml",
+                 "--display-names", "names.yaml"]) == 0
+    rows = [line.split("\t")[:2] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [["Base", "attention"], ["Exp4: P-RMF (full)", "attention_robust_v2"]]
+
+
+def test_cli_without_names_shows_model_names(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extract-best", "--result-dir", "runs", "--format", "tsv"]) == 0
+    rows = [line.split("\t")[:2] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [["attention", "attention"], ["attention_robust_v2", "attention_robust_v2"]]
 
 
 def test_cli_no_results_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _touch(tmp_path / "empty" / "junk.npz")
-    rc = cli_extract_best(_parse(["--result-dir", str(tmp_path / "empty"), "--result-dir", str(tmp_path / "gone")]))
+    rc = main(["extract-best", "--result-dir", str(tmp_path / "empty"), "--result-dir", str(tmp_path / "gone")])
     out, err = capsys.readouterr()
     assert rc == 1 and out == ""
-    assert f"no MERBench result file (*.npz) found in: {tmp_path / 'empty'}, {tmp_path / 'gone'}" in err
-    assert "skipped 1 file(s)" in err
+    assert err == (
+        "skipped 1 file(s) whose names are not MERBench results:\n"
+        f"  {tmp_path / 'empty' / 'junk.npz'}\n"
+        f"error: no MERBench result file (*.npz) found in: {tmp_path / 'empty'}, {tmp_path / 'gone'}\n"
+    )
 
 
-def test_cli_rejects_tsv_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_extract_best(_parse(["--result-dir", str(tmp_path), "--output", "x.tsv"])) == 2
-
-
-def test_cli_requires_result_dir() -> None:
-    with pytest.raises(SystemExit):
-        _parse([])
-
-
-def test_extract_best_quiet_with_mapping(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = extract_best(["runs"], "out/best.md", fmt=None, display_names={"attention": "Base"})
-    out, _ = capsys.readouterr()
-    assert rc == 0 and out == ""
-    assert "| Base | attention | 70.10 | 71.02 |" in Path("out/best.md").read_text(encoding="utf-8")
-    assert Path("out/best.tsv").read_text(encoding="utf-8").splitlines()[1].startswith("Base\tattention\t70.10\t")
+def test_cli_rejects_tsv_output_before_scanning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extract-best", "--result-dir", str(tmp_path / "gone"), "--output", "x.tsv"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: --output: output x.tsv must not end in .tsv (the TSV is written beside it)\n"
+    assert not Path("x.tsv").exists()
 
 
 def test_cli_bad_display_names_file(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     Path("names.yaml").write_text("- a\n- b\n", encoding="utf-8")
-    assert cli_extract_best(_parse(["--result-dir", "runs", "--display-names", "names.yaml"])) == 2
-    assert "expected a mapping" in capsys.readouterr().err
+    assert main(["extract-best", "--result-dir", "runs", "--display-names", "names.yaml"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "error: display names: names.yaml: expected a mapping of model name -> display name (strings)\n"

@@ -1,4 +1,4 @@
-"""MERBench-style result files: name format, parsing, scanning and best-of-runs.
+"""MERBench result files: name format, parsing, scanning, best-of-runs and its tables.
 
 MERBench (and this pipeline, which writes the same names) stores one NPZ per
 evaluated split, and the metrics live in the *file name*::
@@ -8,7 +8,7 @@ evaluated split, and the metrics live in the *file name*::
 
 (one line, no line break). Rules used here:
 
-* ``split`` is one of :data:`SPLITS` (``cv``, ``test1``, ``test2``, ``test3``).
+* ``split`` is one of :data:`RESULT_SPLITS` (``cv``, ``test1``, ``test2``, ``test3``).
 * ``features`` are sorted with :func:`sorted` and joined by ``+``; a feature
   name is any non-empty text without ``+`` or ``/`` (letters, digits, ``-``,
   ``.`` and ``_`` all occur in practice).
@@ -31,16 +31,16 @@ returns ``None`` and :func:`scan_result_dirs` lists them as *skipped*.
 
 Display convention: tables show F1 and ACC as **percentages with two decimals**
 (MERBench style, ``0.7593`` -> ``75.93``); the raw fractions stay in the data
-frames.
+frames. Model names are shown through a ``display_names`` mapping given by the
+caller (the study config's arms and ``display_names``, see
+:func:`model_display_names`); a model without an entry is shown by its name.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -49,10 +49,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from prmf.markdown import MISSING_CELL, format_stat, markdown_table
+
 log = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("cv", "test1", "test2", "test3")
-"""Splits a MERBench result name can carry, in display order."""
+RESULT_SPLITS: tuple[str, ...] = ("cv", "test1", "test2", "test3")
+"""Evaluation splits a MERBench result name can carry, in display order (``cv``: cross-validation;
+not the feature store's ``prmf.data.store.SPLITS``, which has ``train``)."""
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "dir",
@@ -73,21 +76,9 @@ COUNT_COLUMNS: tuple[str, ...] = ("dir", "n_npz", "n_parsed", "n_skipped")
 BEST_COLUMNS: tuple[str, ...] = (*RECORD_COLUMNS, "n_runs")
 """Columns of :func:`select_best` output (``n_runs`` = candidates in the group)."""
 
-DEFAULT_DISPLAY_NAMES: dict[str, str] = {
-    "attention": "Baseline (v0)",
-    "attention+utt": "Baseline (v0)",
-    "attention_robust": "Robust v1 (Dropout)",
-    "attention_robust_v2": "P-RMF V2 (VAE)",
-    "attention_robust_v3": "Robust v3",
-    "attention_robust_v4": "Robust v4",
-    "attention_robust_v5": "Robust v5",
-}
-
-MISSING_CELL = "—"
-
 _NUM = r"\d+(?:\.\d+)?"
 _RESULT_RE = re.compile(
-    r"^(?P<split>" + "|".join(SPLITS) + r")"
+    r"^(?P<split>" + "|".join(RESULT_SPLITS) + r")"
     r"_features:(?P<features>[^/]+?)"
     r"(?:_dataset:(?P<dataset>[^/]+?))?"
     r"_model:(?P<model_part>[^/]+)"
@@ -347,8 +338,8 @@ def scan_result_dirs(dirs: Sequence[str | Path]) -> ScanReport:
 
 
 def _split_rank(split: pd.Series) -> pd.Series:
-    """Position of each split in :data:`SPLITS` (unknown splits last)."""
-    order = {name: i for i, name in enumerate(SPLITS)}
+    """Position of each split in :data:`RESULT_SPLITS` (unknown splits last)."""
+    order = {name: i for i, name in enumerate(RESULT_SPLITS)}
     return split.map(lambda s: order.get(s, len(order)))
 
 
@@ -362,7 +353,7 @@ def select_best(records: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per ``(model, split)``, sorted by model then split order
-        (:data:`SPLITS`), index reset.
+        (:data:`RESULT_SPLITS`), index reset.
     """
     if records.empty:
         return pd.DataFrame(columns=list(BEST_COLUMNS))
@@ -376,64 +367,31 @@ def select_best(records: pd.DataFrame) -> pd.DataFrame:
     return best.drop(columns="_split_rank").reset_index(drop=True)[[*records.columns, "n_runs"]]
 
 
-# --------------------------------------------------------------------------- render
+# --------------------------------------------------------------------------- names shown
 
 
-def display_name(model: str, mapping: Mapping[str, str] | None = None) -> str:
-    """Human name of a model: ``mapping`` first, then the defaults, else ``model``."""
-    if mapping is not None and model in mapping:
-        return mapping[model]
-    return DEFAULT_DISPLAY_NAMES.get(model, model)
+def model_display_names(config: Mapping) -> dict[str, str]:
+    """Model (export) name -> display name from a study config.
 
-
-def percent(value: float) -> str:
-    """A fraction as a MERBench-style percentage (``0.7593`` -> ``75.93``); NaN -> ``—``."""
-    if value is None or pd.isna(value):
-        return MISSING_CELL
-    return f"{100.0 * float(value):.2f}"
-
-
-def format_stat(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 2,
-                missing: str = MISSING_CELL) -> str:
-    """``"75.93 ± 0.42"``: ``mean`` (and ``std`` when given) x ``scale``; no std for ``None``/NaN,
-    ``missing`` for a ``None``/NaN mean."""
-    if mean is None or not math.isfinite(mean):
-        return missing
-    text = f"{scale * mean:.{digits}f}"
-    if std is not None and math.isfinite(std):
-        text += f" ± {scale * std:.{digits}f}"
-    return text
-
-
-def _escape_cell(text: object) -> str:
-    """A Markdown table cell: pipes escaped, line breaks flattened."""
-    return str(text).replace("|", r"\|").replace("\n", " ")
-
-
-def markdown_table(frame: pd.DataFrame, align: Sequence[str] | None = None) -> str:
-    """Render a data frame as a GitHub-flavoured Markdown table (no index).
-
-    Args:
-        frame: cells are written with ``str``.
-        align: one of ``"l"``, ``"r"``, ``"c"`` per column; default: first
-            column left, the others right.
-
-    Returns:
-        The table lines joined by ``\\n``, without a trailing newline.
+    The config's ``display_names`` (names of external MERBench result files),
+    then each run arm's ``export_name`` -> its ``display_name`` over them: a
+    model the study trains has one name in every table.
     """
-    columns = [str(c) for c in frame.columns]
-    if align is None:
-        align = ["l"] + ["r"] * (len(columns) - 1)
-    if len(align) != len(columns):
-        raise ValueError(f"{len(align)} alignments for {len(columns)} columns")
-    rule = {"l": ":---", "r": "---:", "c": ":---:"}
-    lines = [
-        "| " + " | ".join(_escape_cell(c) for c in columns) + " |",
-        "|" + "|".join(rule[a] for a in align) + "|",
-    ]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_escape_cell(v) for v in row) + " |")
-    return "\n".join(lines)
+    from prmf.config import resolve_arm, run_arms
+
+    names = dict(config.get("display_names") or {})
+    for arm in run_arms(config):
+        params = resolve_arm(config, arm)
+        names[params["export_name"]] = params["display_name"]
+    return names
+
+
+def display_name(model: str, display_names: Mapping[str, str] | None = None) -> str:
+    """Human name of a model: its entry in ``display_names``, else the model name itself."""
+    return (display_names or {}).get(model, model)
+
+
+# --------------------------------------------------------------------------- render
 
 
 def _aligned_text(frame: pd.DataFrame, n_left: int = 1) -> str:
@@ -450,28 +408,28 @@ def _aligned_text(frame: pd.DataFrame, n_left: int = 1) -> str:
     return "\n".join(lines)
 
 
-def _models_in_order(best: pd.DataFrame) -> list[str]:
-    """Model names of ``best``, sorted."""
-    return sorted(best["model"].unique())
+def _frame_markdown(frame: pd.DataFrame, align: Sequence[str]) -> str:
+    return markdown_table(list(frame.columns), frame.itertuples(index=False), align)
 
 
 def best_wide(best: pd.DataFrame, display_names: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """``select_best`` output as one row per model, ``{split} F1``/``{split} ACC`` in %.
+    """``select_best`` output as one row per model (sorted), ``{split} F1``/``{split} ACC`` in %.
 
     Columns: ``Method`` (display name), ``Model`` (raw name, keeps rows
     distinct when two models share a display name), then F1 and ACC for
-    each split of :data:`SPLITS`; cells without a result are ``—``.
+    each split of :data:`RESULT_SPLITS`; cells without a result are
+    :data:`prmf.markdown.MISSING_CELL`.
     """
     cells = {(r.model, r.split): r for r in best.itertuples(index=False)}
     rows = []
-    for model in _models_in_order(best):
+    for model in sorted(best["model"].unique()):
         row: dict[str, str] = {"Method": display_name(model, display_names), "Model": model}
-        for split in SPLITS:
+        for split in RESULT_SPLITS:
             hit = cells.get((model, split))
-            row[f"{split} F1"] = percent(hit.f1) if hit else MISSING_CELL
-            row[f"{split} ACC"] = percent(hit.acc) if hit else MISSING_CELL
+            row[f"{split} F1"] = format_stat(hit.f1 if hit else None)
+            row[f"{split} ACC"] = format_stat(hit.acc if hit else None)
         rows.append(row)
-    columns = ["Method", "Model"] + [f"{s} {m}" for s in SPLITS for m in ("F1", "ACC")]
+    columns = ["Method", "Model"] + [f"{s} {m}" for s in RESULT_SPLITS for m in ("F1", "ACC")]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -483,8 +441,8 @@ def _winners(best: pd.DataFrame, display_names: Mapping[str, str] | None) -> pd.
             "Method": [display_name(m, display_names) for m in frame["model"]],
             "Model": frame["model"].tolist(),
             "Split": frame["split"].tolist(),
-            "ACC": [percent(v) for v in frame["acc"]],
-            "F1": [percent(v) for v in frame["f1"]],
+            "ACC": [format_stat(v) for v in frame["acc"]],
+            "F1": [format_stat(v) for v in frame["f1"]],
             "Runs": [str(int(n)) for n in frame["n_runs"]],
             "File": frame["file"].tolist(),
         }
@@ -492,10 +450,10 @@ def _winners(best: pd.DataFrame, display_names: Mapping[str, str] | None) -> pd.
 
 
 def _render_tsv(best: pd.DataFrame, display_names: Mapping[str, str] | None) -> str:
-    """Wide table plus one ``{split} file`` column per split, tab separated."""
+    """Wide table (empty cells where no result) plus one ``{split} file`` column per split, tab separated."""
     wide = best_wide(best, display_names).replace(MISSING_CELL, "")
     files = {(r.model, r.split): r.file for r in best.itertuples(index=False)}
-    for split in SPLITS:
+    for split in RESULT_SPLITS:
         wide[f"{split} file"] = [files.get((m, split), "") for m in wide["Model"]]
     return wide.to_csv(sep="\t", index=False, lineterminator="\n")
 
@@ -518,9 +476,14 @@ def render_best(
     * ``console``: the table as aligned plain text, then the winning files.
 
     Every format ends with a newline.
+
+    Raises:
+        ValueError: for another ``fmt``.
     """
     if fmt == "tsv":
         return _render_tsv(best, display_names)
+    if fmt not in ("md", "console"):
+        raise ValueError(f"unknown format {fmt!r}; expected md, tsv or console")
     wide = best_wide(best, display_names)
     winners = _winners(best, display_names)
     if fmt == "md":
@@ -528,129 +491,87 @@ def render_best(
             "## Best result per model and split\n\n"
             "F1 and ACC in %; per (model, split) the run with the highest ACC "
             "(ties: higher F1, then newest file).\n\n"
-            f"{markdown_table(wide, ['l', 'l'] + ['r'] * 8)}\n\n"
+            f"{_frame_markdown(wide, ['l', 'l'] + ['r'] * 8)}\n\n"
             "## Winning files\n\n"
-            f"{markdown_table(winners, ['l', 'l', 'l', 'r', 'r', 'r', 'l'])}\n"
+            f"{_frame_markdown(winners, ['l', 'l', 'l', 'r', 'r', 'r', 'l'])}\n"
         )
-    if fmt == "console":
-        files = "\n".join(
-            f"  {r.Model} {r.Split}: {r.File} (best of {r.Runs})" for r in winners.itertuples(index=False)
-        )
-        return f"{_aligned_text(wide, n_left=2)}\n\nwinning files:\n{files}\n"
-    raise ValueError(f"unknown format {fmt!r}; expected md, tsv or console")
+    files = "\n".join(f"  {r.Model} {r.Split}: {r.File} (best of {r.Runs})" for r in winners.itertuples(index=False))
+    return f"{_aligned_text(wide, n_left=2)}\n\nwinning files:\n{files}\n"
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- extract
 
 
-def add_extract_best_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``extract-best`` options to ``parser``."""
-    parser.add_argument(
-        "--result-dir",
-        dest="result_dirs",
-        action="append",
-        required=True,
-        metavar="DIR",
-        help="folder searched recursively for MERBench *.npz result files (repeatable)",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        metavar="FILE.md",
-        help="write the Markdown table here and a TSV beside it (same name, .tsv)",
-    )
-    parser.add_argument(
-        "--format",
-        choices=("md", "tsv", "console"),
-        default="console",
-        help="what is printed on stdout (default: console)",
-    )
-    parser.add_argument(
-        "--display-names",
-        type=Path,
-        default=None,
-        metavar="FILE.yaml",
-        help="YAML mapping model name -> display name (overrides the defaults)",
-    )
+class NoResultsError(ValueError):
+    """No parseable MERBench result file in the folders searched (the message names them).
+
+    ``report`` is the scan that found nothing (its skipped and missing folders).
+    """
+
+    def __init__(self, message: str, report: ScanReport):
+        super().__init__(message)
+        self.report = report
 
 
-def load_display_names(path: str | Path) -> dict[str, str]:
-    """Read a YAML mapping ``model name -> display name``.
+def format_skipped(report: ScanReport) -> str:
+    """The files a scan skipped: a count line, then one indented path per line; ``""`` when none."""
+    if not report.skipped:
+        return ""
+    lines = [f"skipped {len(report.skipped)} file(s) whose names are not MERBench results:"]
+    lines += [f"  {Path(dir_key) / name}" for dir_key, name in report.skipped]
+    return "\n".join(lines) + "\n"
+
+
+def _tsv_beside(output: str | Path) -> Path:
+    """The TSV written beside the Markdown file ``output``; raises ``ValueError`` if ``output`` is a TSV."""
+    output = Path(output)
+    if output.suffix == ".tsv":
+        raise ValueError(f"output {output} must not end in .tsv (the TSV is written beside it)")
+    return output.with_suffix(".tsv")
+
+
+def write_best(output: str | Path, best: pd.DataFrame, display_names: Mapping[str, str] | None = None) -> Path:
+    """Write ``output`` (Markdown) and the TSV beside it (suffix ``.tsv``); returns the TSV path.
 
     Raises:
-        ValueError: when the file is not a mapping of strings to strings.
+        ValueError: when ``output`` itself ends in ``.tsv``.
     """
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ValueError(f"{path}: expected a mapping of model name -> display name (strings)")
-    return dict(data)
-
-
-def _report_skipped(report: ScanReport) -> None:
-    """List skipped file names on stderr."""
-    if not report.skipped:
-        return
-    print(f"skipped {len(report.skipped)} file(s) whose names are not MERBench results:", file=sys.stderr)
-    for dir_key, name in report.skipped:
-        print(f"  {Path(dir_key) / name}", file=sys.stderr)
-
-
-def _write_outputs(output: Path, best: pd.DataFrame, display_names: Mapping[str, str] | None) -> None:
-    """Write ``output`` (Markdown) and ``output`` with suffix ``.tsv``."""
-    tsv = output.with_suffix(".tsv")
+    output, tsv = Path(output), _tsv_beside(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_best(best, "md", display_names), encoding="utf-8")
     tsv.write_text(render_best(best, "tsv", display_names), encoding="utf-8")
+    return tsv
 
 
 def extract_best(
     result_dirs: Sequence[str | Path],
     output: str | Path | None = None,
-    fmt: Literal["md", "tsv", "console"] | None = "console",
     display_names: Mapping[str, str] | None = None,
-) -> int:
-    """Scan ``result_dirs``, select the best runs, write and/or print the table.
+) -> tuple[ScanReport, pd.DataFrame]:
+    """Scan ``result_dirs``, select the best run per (model, split), write the tables.
 
     Args:
-        result_dirs: folders searched recursively (missing ones are logged).
+        result_dirs: folders searched recursively (missing ones are logged and
+            listed in the report).
         output: Markdown file to write; the TSV goes beside it (suffix ``.tsv``).
-        fmt: what goes to stdout; ``None`` prints nothing.
-        display_names: model name -> display name, over the defaults.
+        display_names: model name -> display name (a model without one is
+            shown by its name).
 
     Returns:
-        0 on success; 1 when no parseable result file was found (the folders
-        searched are named on stderr); 2 when ``output`` ends in ``.tsv``.
-        Skipped names are listed on stderr (count, then one per line).
+        The scan report (its ``skipped`` names: :func:`format_skipped`) and
+        :func:`select_best`'s table.
+
+    Raises:
+        ValueError: when ``output`` ends in ``.tsv`` (checked before scanning).
+        NoResultsError: when no parseable result file was found; names the folders.
     """
-    if output is not None and Path(output).suffix == ".tsv":
-        print(f"error: --output {output} must not end in .tsv (the TSV is written beside it)", file=sys.stderr)
-        return 2
-    report = scan_result_dirs(result_dirs)  # logs a warning per missing folder
-    _report_skipped(report)
+    if output is not None:
+        _tsv_beside(output)  # fail before scanning
+    report = scan_result_dirs(result_dirs)
     if report.records.empty:
         searched = ", ".join(_unique(result_dirs))
-        print(f"error: no MERBench result file (*.npz) found in: {searched}", file=sys.stderr)
-        return 1
+        raise NoResultsError(f"no MERBench result file (*.npz) found in: {searched}", report)
     best = select_best(report.records)
     if output is not None:
-        _write_outputs(Path(output), best, display_names)
-    if fmt is not None:
-        sys.stdout.write(render_best(best, fmt, display_names))
-    return 0
-
-
-def cli_extract_best(args: argparse.Namespace) -> int:
-    """``prmf extract-best``: :func:`extract_best` with the parsed options.
-
-    Returns:
-        :func:`extract_best`'s exit status; 2 for an unreadable ``--display-names``.
-    """
-    try:
-        names = load_display_names(args.display_names) if args.display_names else None
-    except (OSError, ValueError) as err:
-        print(f"error: --display-names: {err}", file=sys.stderr)
-        return 2
-    return extract_best(args.result_dirs, args.output, args.format, names)
+        write_best(output, best, display_names)
+    return report, best
