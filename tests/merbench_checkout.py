@@ -4,22 +4,15 @@
   touches, each holding the anchors of MERBench's real files (and just enough
   code that ``get_models`` / the argument parser run);
 * :func:`tree_hashes` fingerprints a tree (sha256 and mode of every file);
-* for the real checkout (env ``MERBENCH_DIR``): :func:`copy_checkout`,
-  :func:`prepare_for_cpu` (drops MERBench's hard-coded CUDA calls, points its
-  ``config.py`` at a test data folder), :func:`write_import_stubs` (a
-  ``torchaudio`` stub: MERBench imports it but never uses it on the training
-  path, and its wheels do not match our torch) and :func:`run_main_release`.
-
-Everything is patched inside the temporary copy only.
+* :func:`merbench_source`: the real checkout named by env ``MERBENCH_DIR``; running
+  it on CPU from a temporary copy is :mod:`prmf.interop.merbench_run` (shared with
+  ``benchmarks/bench_study.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 #: feature folders of tests/merbench_fixture.py (utterance level)
@@ -127,52 +120,9 @@ def merbench_source() -> Path | None:
     return Path(value) if value else None
 
 
-def copy_checkout(src: Path, dst: Path) -> Path:
-    """Copy a MERBench folder (without caches, results and its large dataset folder)."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "saved*", ".git", "dataset"))
-    return dst
-
-
-def _replace(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    if old not in text:
-        raise AssertionError(f"{path}: expected {old!r} (has MERBench changed?)")
-    path.write_text(text.replace(old, new), encoding="utf-8")
-
-
-def prepare_for_cpu(checkout: Path, data_root: Path) -> None:
-    """Patch the copy: no ``.cuda()`` / ``torch.cuda.set_device`` in ``main-release.py``; MER2023 read
-    from ``data_root`` (``label-6way.npz`` + ``features/``) via ``config.py``."""
-    main = checkout / "main-release.py"
-    _replace(main, "torch.cuda.set_device(args.gpu)", "pass  # test: CPU")
-    _replace(main, ".cuda()", "")
-    with open(checkout / "config.py", "a", encoding="utf-8") as fh:
-        fh.write(
-            "\n# test: MER2023 from a temporary folder\n"
-            f"DATA_DIR['MER2023'] = {str(data_root)!r}\n"
-            "PATH_TO_FEATURES['MER2023'] = os.path.join(DATA_DIR['MER2023'], 'features')\n"
-            "PATH_TO_LABEL['MER2023'] = os.path.join(DATA_DIR['MER2023'], 'label-6way.npz')\n"
-        )
-
-
-def write_import_stubs(folder: Path) -> Path:
-    """A ``torchaudio`` package that only fails when used; put ``folder`` on ``PYTHONPATH``."""
-    pkg = Path(folder) / "torchaudio"
-    pkg.mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text(
-        '"""test stub: MERBench imports torchaudio but does not use it when training on features"""\n'
-        "def __getattr__(name):\n"
-        "    raise RuntimeError(f'torchaudio.{name}: torchaudio is stubbed in this test')\n",
-        encoding="utf-8",
-    )
-    return Path(folder)
-
-
-def run_main_release(checkout: Path, args: list[str], stubs: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python main-release.py ARGS`` in ``checkout`` with ``stubs`` first on ``PYTHONPATH``, on CPU."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(stubs), *filter(None, [env.get("PYTHONPATH")])])
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run([sys.executable, "main-release.py", *args], cwd=checkout, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+from prmf.interop.merbench_run import (  # noqa: E402,F401 - re-exported for the tests
+    copy_checkout,
+    prepare_for_cpu,
+    run_main_release,
+    write_import_stubs,
+)
