@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from prmf.atomic import write_text
 from prmf.health import health_line
 from prmf.metrics import emotion_metrics
 from prmf.predictions import FIELDS, read_fold_predictions, softmax, write_split_predictions
@@ -167,5 +168,5 @@ def aggregate_run(
     for info in infos:
         if isinstance(info.get("health"), dict) and info["health"].get("collapsed"):
             log.warning(health_line(arm["arm"], seed, info["fold"], info["health"]))
-    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -9,9 +9,18 @@
     prmf merbench install|uninstall MERBENCH_DIR
 
 All argument parsing, printing and exit codes live here; the library functions
-they call raise and return. Exit codes: 0 success, 1 nothing found / fatal
-findings (``validate``, ``extract-best`` without results, an unwritable
-store), 2 refused input (bad options, a refused import).
+they call raise and return. Exit codes, the same for every subcommand:
+
+* 0 -- success.
+* 1 -- findings: ``validate`` found fatal problems (the reports are written),
+  ``extract-best`` found no result file.
+* 2 -- bad input or usage: wrong options (argparse), a config that fails the
+  schema or its cross-checks, an unreadable or damaged feature store (one line
+  naming it and the fix), a refused MERBench import or install, a missing
+  input file.
+* 3 -- I/O failure writing an output (disk full, quota, read-only, permission):
+  one line naming the path, the cause and the fix; the target is unchanged
+  (absent, or the previous complete file) and no temporary file is left.
 """
 
 from __future__ import annotations
@@ -21,6 +30,11 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_INPUT = 2
+EXIT_IO = 3
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -57,7 +71,7 @@ def _validate(args: argparse.Namespace) -> int:
         report = validate_file(args.store, args.json, args.md)
     except FeatureValidationError as e:
         print(f"{args.store}: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FINDINGS
     print(f"{args.store}: validation passed ({len(report.warnings)} warning(s))")
     for w in report.warnings:
         print(f"  warning [{w.check}] {w.message}")
@@ -82,7 +96,8 @@ def _train_fold(args: argparse.Namespace) -> int:
     cfg = load_config(*args.config)
     arm = resolve_arm(cfg, args.arm)
     rt = runtime_settings(cfg)
-    store = read_store(args.store)
+    # labels against the class list, rows per sample, and the content hash (~0.2 s for MER2023) before training
+    store = read_store(args.store, verify_hash=True)
     res = train_fold(store, read_folds(args.folds), args.fold, arm, args.seed, device=args.device or rt["device"],
                      threads=args.threads or rt["threads"], progress=lambda s: print(s, file=sys.stderr),
                      cuda_graphs=rt["cuda_graphs"] and not args.no_cuda_graphs)
@@ -159,7 +174,7 @@ def _import_summary(store, root: str, output: str, digest: str) -> str:
 
 
 def _import_merbench(args: argparse.Namespace) -> int:
-    """0 on success; 2 on a refused import (every finding on stderr, nothing written); 1 when the write fails."""
+    """0 on success; 2 on a refused import (every finding on stderr, nothing written); 3 when the write fails."""
     from prmf.data.merbench import MerbenchImportError, MerbenchImportWarning, import_merbench
     from prmf.data.store import write_store
 
@@ -176,11 +191,7 @@ def _import_merbench(args: argparse.Namespace) -> int:
     except (MerbenchImportError, ValueError) as err:
         print(f"prmf import-merbench: {err}", file=sys.stderr)
         return 2
-    try:
-        digest = write_store(args.output, store)
-    except OSError as err:
-        print(f"prmf import-merbench: cannot write {args.output}: {err}", file=sys.stderr)
-        return 1
+    digest = write_store(args.output, store)  # OutputError: one line, exit 3 (main)
     print(_import_summary(store, str(args.root), str(args.output), digest))
     return 0
 
@@ -238,10 +249,11 @@ def _display_names(config: Sequence[str] | None, names_file: Path | None) -> dic
 
 
 def _extract_best(args: argparse.Namespace) -> int:
-    """0 on success; 1 when no result file was found; 2 for an output ending in .tsv or unreadable names.
+    """0 on success; 1 when no result file was found; 2 for an output ending in .tsv or unreadable names;
+    3 when the tables cannot be written (neither the Markdown nor the TSV changes).
 
-    Skipped file names go to stderr (count, then one per line), the table in
-    ``--format`` to stdout.
+    Skipped files go to stderr (count, then one ``path: reason`` per line), the
+    table in ``--format`` to stdout.
     """
     from prmf.merbench_results import NoResultsError, extract_best, format_skipped, render_best
 
@@ -259,10 +271,10 @@ def _extract_best(args: argparse.Namespace) -> int:
     except NoResultsError as err:
         sys.stderr.write(format_skipped(err.report))
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_FINDINGS
     except ValueError as err:
         print(f"error: --output: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     sys.stderr.write(format_skipped(report))
     sys.stdout.write(render_best(best, args.format, names))
     return 0
@@ -282,10 +294,11 @@ def _merbench(args: argparse.Namespace) -> int:
             report = uninstall(args.merbench_dir, force=args.force)
     except MerbenchInstallError as err:
         print(f"prmf merbench {args.action}: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     except OSError as err:
-        print(f"prmf merbench {args.action}: {err}", file=sys.stderr)
-        return 3
+        line = err.line("MERBENCH_DIR") if hasattr(err, "line") else str(err)
+        print(f"prmf merbench {args.action}: {line}", file=sys.stderr)
+        return EXIT_IO
     print(report.summary())
     return 0
 
@@ -358,9 +371,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: options whose value is a path the subcommand writes (named in an I/O error's fix)
+_OUTPUT_OPTIONS = ("output", "json", "md", "outdir")
+
+
+def _output_option(args: argparse.Namespace, path: Path) -> str:
+    """The option that named ``path``, else its folder (``--outdir``), else its sibling of another suffix
+    (``best.tsv`` beside ``--output best.md``), else ``the output``."""
+    given = [(f"--{name}", Path(getattr(args, name))) for name in _OUTPUT_OPTIONS if getattr(args, name, None)]
+    for matches in (lambda v: path == v, lambda v: v in path.parents,
+                    lambda v: path.with_suffix("") == v.with_suffix("")):
+        for option, value in given:
+            if matches(value):
+                return option
+    return "the output"
+
+
+def _failure(args: argparse.Namespace, err: Exception) -> tuple[int, str] | None:
+    """Exit code and one-line message for the errors every subcommand shares; None: not ours (re-raised)."""
+    from prmf.atomic import OutputError
+
+    if isinstance(err, OutputError):
+        return EXIT_IO, err.line(_output_option(args, err.path))
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return EXIT_INPUT, f"{err.strerror}: {err.filename}" if err.filename else str(err)
+    if isinstance(err, OSError):
+        return EXIT_IO, str(err)
+    if isinstance(err, ValueError):  # ConfigError, StoreError, refused values: messages name the file / key
+        return EXIT_INPUT, str(err)
+    if type(err).__module__.startswith("yaml"):
+        return EXIT_INPUT, " ".join(str(err).split())
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns its exit code (0 ok, 1 findings, 2 bad input, 3 I/O failure)."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as err:
+        failure = _failure(args, err)
+        if failure is None:
+            raise
+        code, message = failure
+        print(f"prmf {args.command}: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

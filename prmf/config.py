@@ -38,12 +38,76 @@ class ConfigError(ValueError):
 
 
 def validate_config(config: dict, schema: str | Path = SCHEMA) -> dict:
-    """Validate ``config`` against the schema in place (filling defaults) and cross-check it."""
+    """Validate ``config`` against the schema in place (filling defaults) and cross-check it.
+
+    Raises:
+        ConfigError: one line naming the failing key path, the bad value and
+            what is allowed (not Snakemake's dump of the whole schema).
+    """
     from snakemake.utils import validate  # heavy import, only when needed
 
-    validate(config, str(schema), set_default=True)
+    try:
+        validate(config, str(schema), set_default=True)
+    except Exception as err:  # snakemake's WorkflowError, holding jsonschema's ValidationError
+        cause = err.__cause__ or err.__context__
+        if not _is_validation_error(cause):
+            raise
+        raise ConfigError(schema_error_line(cause)) from None
     check_config(config)
     return config
+
+
+def _is_validation_error(err: BaseException | None) -> bool:
+    from jsonschema.exceptions import ValidationError
+
+    return isinstance(err, ValidationError)
+
+
+def _key_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "config"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def schema_error_line(error) -> str:
+    """One line for a jsonschema ``ValidationError``: key path, bad value, what is allowed.
+
+    Unknown keys get the allowed keys at that level (and the closest match);
+    an ``enum`` its values; anything else jsonschema's own message for the
+    failing key (``-3 is less than the minimum of 1``).
+    """
+    import difflib
+
+    from jsonschema.exceptions import best_match
+
+    if error.context:  # anyOf / oneOf: the most relevant sub-error
+        error = best_match(error.context)
+    where = _key_path(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(schema.get("properties") or {})
+        unknown = [k for k in error.instance if k not in allowed]
+        if unknown and allowed:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hints.append(f"{_key_path([*error.absolute_path, key])}" + (f" (did you mean '{close[0]}'?)"
+                                                                              if close else ""))
+            level = "top-level keys" if not error.absolute_path else f"keys under {where}"
+            return f"config: unknown key {', '.join(hints)}; allowed {level}: {', '.join(allowed)}"
+    if error.validator == "enum":
+        return (f"config: {where} is {_short(error.instance)}; allowed values: "
+                f"{', '.join(map(repr, error.validator_value))}")
+    message = " ".join(str(error.message).split())
+    if len(message) > 160:  # jsonschema quotes the whole value
+        message = f"{_short(error.instance)} fails '{error.validator}': {_short(error.validator_value)}"
+    return f"config: {where}: {message}"
 
 
 def merge_configs(base: dict, overlay: dict) -> dict:
@@ -91,6 +155,10 @@ def check_config(config: dict) -> None:
     ref = tables.get("reference_arm")
     if ref is not None and ref not in arms:
         raise ConfigError(f"tables.reference_arm: arm '{ref}' is not defined under 'arms' (defined: {sorted(arms)})")
+    unknown = [a for a in tables.get("ablation_arms") or [] if a not in arms]
+    if unknown:
+        raise ConfigError(f"tables.ablation_arms: arm(s) {unknown} not defined under 'arms' "
+                          f"(defined: {sorted(arms)})")
     ds = config["dataset"]
     if ds["source"] == "merbench" and not ds.get("root"):
         raise ConfigError("dataset.root: required when dataset.source is 'merbench' (the MERBench folder "
@@ -181,6 +249,21 @@ def runtime_settings(config: dict) -> dict[str, Any]:
     return {"threads": t["threads"], "device": t["device"], "cuda_graphs": bool(t["cuda_graphs"])}
 
 
+#: keys that act only with the VAE, and only with modality dropout
+VAE_KEYS = ("kl_weight", "recon_weight", "cross_kl_weight", "tau", "fusion", "uncertainty", "dropped_modality")
+MODALITY_DROPOUT_KEYS = ("modality_dropout_max", "modality_dropout_unit", "warmup_epochs")
+
+
+def inactive_keys(params: dict[str, Any]) -> frozenset[str]:
+    """Keys of a resolved arm that its model family ignores: the VAE's keys (loss weights, ``tau``,
+    ``fusion``, ``uncertainty``, ``dropped_modality``) without the VAE, the modality-dropout schedule
+    without modality dropout. :func:`training_key` leaves them out; tuning never draws them."""
+    out = set() if params.get("use_vae") else set(VAE_KEYS)
+    if not params.get("use_modality_dropout"):
+        out |= set(MODALITY_DROPOUT_KEYS)
+    return frozenset(out)
+
+
 def training_key(params: dict[str, Any]) -> str:
     """What defines an arm's training, as a canonical JSON string.
 
@@ -193,17 +276,10 @@ def training_key(params: dict[str, Any]) -> str:
     """
     import json
 
-    key = {k: v for k, v in params.items() if k not in NAMING_KEYS}
-    vae = bool(key.get("use_vae"))
-    if key.get("model") == "prmf" and not vae and not key.get("use_proxy_attention"):
+    off = inactive_keys(params)
+    key = {k: v for k, v in params.items() if k not in NAMING_KEYS and k not in off}
+    if key.get("model") == "prmf" and not key.get("use_vae") and not key.get("use_proxy_attention"):
         key["model"] = "attention"
-    if not vae:
-        for k in ("kl_weight", "recon_weight", "cross_kl_weight", "tau", "fusion", "uncertainty",
-                  "dropped_modality"):
-            key.pop(k, None)
-    if not key.get("use_modality_dropout"):
-        for k in ("modality_dropout_max", "modality_dropout_unit", "warmup_epochs"):
-            key.pop(k, None)
     return json.dumps(key, sort_keys=True, default=str)
 
 

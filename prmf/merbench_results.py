@@ -27,7 +27,10 @@ evaluated split, and the metrics live in the *file name*::
   (``1769910916``) or a float (``1769910916.3972666``).
 
 Names that do not follow these rules are not results: :func:`parse_result_name`
-returns ``None`` and :func:`scan_result_dirs` lists them as *skipped*.
+returns ``None`` and :func:`scan_result_dirs` lists them as *skipped*. A name is
+not enough: the scan also opens each file (:func:`check_result_file`,
+``np.load(allow_pickle=False)``, nothing unpickled) and skips, with the reason,
+anything that is not a readable NPZ archive, and folders named like results.
 
 Display convention: tables show F1 and ACC as **percentages with two decimals**
 (MERBench style, ``0.7593`` -> ``75.93``); the raw fractions stay in the data
@@ -42,9 +45,10 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -246,6 +250,56 @@ def parse_result_name(filename: str) -> ResultName | None:
 # --------------------------------------------------------------------------- scan
 
 
+class SkippedFile(NamedTuple):
+    """A ``*.npz`` entry that is not a result: its folder as given, its path relative to it, and why."""
+
+    dir: str
+    name: str
+    reason: str = ""
+
+
+#: why a file was skipped (:attr:`SkippedFile.reason`)
+SKIP_NAME = "name is not a MERBench result name"
+SKIP_FOLDER = "a folder, not a result file"
+
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a zip member / an empty zip
+_PICKLE_NEEDED = "Object arrays cannot be loaded when allow_pickle=False"
+
+
+def check_result_file(path: str | Path) -> str | None:
+    """``None`` when ``path`` is a readable NPZ archive, else why it is not a result file.
+
+    Every member is loaded with ``allow_pickle=False`` (which also checks its
+    CRC). A member that needs pickle (MERBench saves its ``args`` namespace as
+    an object array) counts as valid and is not unpickled. Anything else that
+    fails (no zip signature, an empty file, a damaged or empty archive) is
+    invalid.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    if not head:
+        return "empty file (0 bytes)"
+    if head not in _ZIP_SIGNATURES:
+        return "not an NPZ archive (no zip signature)"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not archive.files:
+                return "NPZ archive holds no arrays"
+            for key in archive.files:
+                try:
+                    archive[key]
+                except ValueError as err:
+                    if _PICKLE_NEEDED not in str(err):
+                        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
+        return f"damaged NPZ archive ({' '.join(str(err).split()) or type(err).__name__})"
+    return None
+
+
 @dataclass
 class ScanReport:
     """What :func:`scan_result_dirs` found.
@@ -254,15 +308,17 @@ class ScanReport:
         records: one row per parsed result file, columns :data:`RECORD_COLUMNS`
             (``dir`` as given, ``file`` the full path, ``features`` joined by
             ``+``, ``dataset`` ``None`` when the name has none).
-        skipped: ``(dir, name)`` of every ``*.npz`` whose name did not parse;
-            ``name`` is the path relative to ``dir``.
+        skipped: a :class:`SkippedFile` ``(dir, name, reason)`` for every
+            ``*.npz`` that is not a result: a name that did not parse, a file
+            that is not a readable NPZ archive (:func:`check_result_file`), a
+            folder named ``*.npz``; ``name`` is the path relative to ``dir``.
         missing_dirs: folders that do not exist (or are not folders).
         counts: one row per folder given, in the order given (duplicates
             removed), columns :data:`COUNT_COLUMNS`; missing folders have zeros.
     """
 
     records: pd.DataFrame
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     missing_dirs: list[str] = field(default_factory=list)
     counts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COUNT_COLUMNS)))
 
@@ -292,15 +348,18 @@ def _unique(items: Sequence[str | Path]) -> list[str]:
 
 
 def scan_result_dirs(dirs: Sequence[str | Path]) -> ScanReport:
-    """Find and parse every ``*.npz`` below each folder (recursively).
+    """Find, parse and open every ``*.npz`` below each folder (recursively).
 
-    Missing folders are logged with ``logging.warning`` and listed in
+    A file becomes a record only when its name parses and its contents are a
+    readable NPZ archive (:func:`check_result_file`); every other ``*.npz``
+    entry, folders included, is listed in :attr:`ScanReport.skipped` with the
+    reason. Missing folders are logged with ``logging.warning`` and listed in
     :attr:`ScanReport.missing_dirs`. A file reachable from two given folders
     (one nested in the other) is counted under the first one only. Files are
     visited in sorted order, so the result is deterministic.
     """
     rows: list[dict[str, object]] = []
-    skipped: list[tuple[str, str]] = []
+    skipped: list[SkippedFile] = []
     missing: list[str] = []
     counts: list[dict[str, object]] = []
     seen_files: set[Path] = set()
@@ -312,15 +371,17 @@ def scan_result_dirs(dirs: Sequence[str | Path]) -> ScanReport:
             counts.append({"dir": dir_key, "n_npz": 0, "n_parsed": 0, "n_skipped": 0})
             continue
         n_npz = n_parsed = 0
-        for path in sorted(p for p in root.rglob("*.npz") if p.is_file()):
+        for path in sorted(root.rglob("*.npz")):
             resolved = path.resolve()
             if resolved in seen_files:
                 continue
             seen_files.add(resolved)
             n_npz += 1
             parsed = parse_result_name(path.name)
-            if parsed is None:
-                skipped.append((dir_key, path.relative_to(root).as_posix()))
+            reason = (SKIP_FOLDER if path.is_dir() else SKIP_NAME if parsed is None
+                      else check_result_file(path))
+            if reason is not None or parsed is None:
+                skipped.append(SkippedFile(dir_key, path.relative_to(root).as_posix(), reason or SKIP_NAME))
                 continue
             n_parsed += 1
             rows.append(_record(dir_key, path, parsed))
@@ -514,11 +575,13 @@ class NoResultsError(ValueError):
 
 
 def format_skipped(report: ScanReport) -> str:
-    """The files a scan skipped: a count line, then one indented path per line; ``""`` when none."""
+    """The files a scan skipped: a count line, then one indented ``path: reason`` per line; ``""`` when none."""
     if not report.skipped:
         return ""
-    lines = [f"skipped {len(report.skipped)} file(s) whose names are not MERBench results:"]
-    lines += [f"  {Path(dir_key) / name}" for dir_key, name in report.skipped]
+    lines = [f"skipped {len(report.skipped)} *.npz file(s) that are not MERBench results:"]
+    for entry in report.skipped:
+        reason = entry[2] if len(entry) > 2 and entry[2] else SKIP_NAME
+        lines.append(f"  {Path(entry[0]) / entry[1]}: {reason}")
     return "\n".join(lines) + "\n"
 
 
@@ -531,15 +594,16 @@ def _tsv_beside(output: str | Path) -> Path:
 
 
 def write_best(output: str | Path, best: pd.DataFrame, display_names: Mapping[str, str] | None = None) -> Path:
-    """Write ``output`` (Markdown) and the TSV beside it (suffix ``.tsv``); returns the TSV path.
+    """Write ``output`` (Markdown) and the TSV beside it (suffix ``.tsv``), both or neither; returns the TSV path.
 
     Raises:
         ValueError: when ``output`` itself ends in ``.tsv``.
+        prmf.atomic.OutputError: a file could not be written; neither changed.
     """
+    from prmf.atomic import write_files
+
     output, tsv = Path(output), _tsv_beside(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_best(best, "md", display_names), encoding="utf-8")
-    tsv.write_text(render_best(best, "tsv", display_names), encoding="utf-8")
+    write_files({output: render_best(best, "md", display_names), tsv: render_best(best, "tsv", display_names)})
     return tsv
 
 

@@ -51,12 +51,19 @@ def _colors(arms: Sequence[str]) -> dict[str, tuple]:
 
 
 def save_figure(fig, paths: Sequence[str | Path]) -> None:
-    """Save ``fig`` to each path (format from the suffix) and close it."""
-    for p in paths:
-        p = Path(p)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=200, bbox_inches="tight")
-    plt.close(fig)
+    """Save ``fig`` to each path (format from the suffix), all or none, atomically; close it.
+
+    Raises:
+        prmf.atomic.OutputError: a file could not be written; none changed.
+    """
+    from prmf.atomic import figure_bytes, write_files
+
+    try:
+        images = {p: figure_bytes(fig, Path(p).suffix.lstrip(".") or "png", dpi=200, bbox_inches="tight")
+                  for p in paths}
+    finally:
+        plt.close(fig)
+    write_files(images)
 
 
 def _arms(df: pd.DataFrame, display_names: Mapping[str, str]) -> list[str]:

@@ -56,27 +56,39 @@ def _meta(class_names, modalities, args: Mapping) -> dict[str, np.ndarray]:
     }
 
 
-def _save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+def npz_payload(arrays: dict[str, np.ndarray]) -> bytes:
+    """The compressed NPZ archive of ``arrays`` (to write with :mod:`prmf.atomic`)."""
+    from prmf.atomic import npz_bytes
+
+    return npz_bytes(arrays)
 
 
-def write_predictions(path: str | Path, preds: Mapping[str, Any], class_names, modalities, args: Mapping) -> None:
-    """Write a fold file holding several sets (``preds``: set name -> Predictions)."""
+def fold_payload(preds: Mapping[str, Any], class_names, modalities, args: Mapping) -> bytes:
+    """The bytes of a fold file holding several sets (see :func:`write_predictions`)."""
     arrays = _meta(class_names, modalities, args)
     arrays["splits"] = np.asarray(list(preds)).astype(str)
     for split, p in preds.items():
         for k, v in _arrays(p).items():
             arrays[f"{split}_{k}"] = v
-    _save(path, arrays)
+    return npz_payload(arrays)
+
+
+def _save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    from prmf.atomic import write_bytes
+
+    write_bytes(path, npz_payload(arrays))
+
+
+def write_predictions(path: str | Path, preds: Mapping[str, Any], class_names, modalities, args: Mapping) -> None:
+    """Write a fold file holding several sets (``preds``: set name -> Predictions), atomically."""
+    from prmf.atomic import write_bytes
+
+    write_bytes(path, fold_payload(preds, class_names, modalities, args))
 
 
 def write_split_predictions(path: str | Path, arrays: Mapping[str, np.ndarray], class_names, modalities,
                             args: Mapping) -> None:
-    """Write one set's arrays (keys of ``FIELDS``) as a split file."""
+    """Write one set's arrays (keys of ``FIELDS``) as a split file, atomically."""
     missing = [k for k in FIELDS if k not in arrays]
     if missing:
         raise KeyError(f"{path}: prediction arrays missing {missing}")

@@ -258,19 +258,65 @@ def _dataset_line(dataset: str | None) -> str:
     return f"Dataset `{dataset}`." if dataset is not None else "No runs."
 
 
+# --------------------------------------------------------------------------- tuning budget
+
+
+def _active_tuning(tuning: Mapping[str, Mapping[str, Any]] | None, shown: Sequence[str]):
+    """``tuning`` when one of the arms ``shown`` is tuned, else ``None`` (the table stays as without tuning)."""
+    return tuning if tuning and any(tuning.get(arm) for arm in shown) else None
+
+
+def _tuning_cell(arm: str, tuning: Mapping[str, Mapping[str, Any]]) -> str:
+    """An arm's tuning budget: ``"8 draws × 3 folds, best on 3 seeds"``, or ``"none: config values"``."""
+    from prmf.tuning import budget_text
+
+    return budget_text(tuning.get(arm))
+
+
+def _tuning_note(tuning: Mapping[str, Mapping[str, Any]] | None, shown: Sequence[str]) -> list[str]:
+    """Lines under a table explaining the ``Tuning`` column; none without tuning."""
+    if not _active_tuning(tuning, shown):
+        return []
+    from prmf.tuning import METRIC_LABELS as TUNING_METRICS
+
+    budgets = {arm: tuning.get(arm) for arm in shown}
+    tuned = [b for b in budgets.values() if b]
+    metrics = " / ".join(sorted({TUNING_METRICS.get(b["metric"], b["metric"]) for b in tuned}))
+    equal = len({(b["draws"], b["folds"], b["final_seeds"]) for b in tuned}) <= 1
+    lines = [
+        "",
+        "Tuning: a tuned arm's hyper-parameters were chosen by MERBench's random search — `draws` "
+        f"configurations of its space, each trained on every CV fold, the draw with the best mean {metrics} "
+        "on the folds' validation parts (test splits never read) retrained on its final seeds, the runs shown "
+        "here (`tuning.md`: space, chosen values, best vs median draw). `none: config values`: no search, the "
+        "config's values (one configuration).",
+    ]
+    if len(tuned) < len(budgets) and tuned:
+        lines += ["", "**Tuned and untuned arms are compared here: their tuning budgets differ.**"]
+    elif not equal:
+        lines += ["", "**The tuned arms' budgets differ.**"]
+    return lines
+
+
 # --------------------------------------------------------------------------- comparison
 
 
 def _mean_std_section(
-    groups: Mapping[str, list[Summary]], arms: Mapping[str, Mapping[str, Any]]
+    groups: Mapping[str, list[Summary]], arms: Mapping[str, Mapping[str, Any]],
+    tuning: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[str, list[str]]:
-    """Table of mean ± std per arm (with the collapsed-fold list under it), and the arms without runs."""
+    """Table of mean ± std per arm (with the collapsed-fold list under it), and the arms without runs.
+
+    With ``tuning``, a ``Tuning`` column after ``Seeds`` states each arm's budget (:func:`_tuning_cell`)."""
     present = [arm for arm in arms if arm in groups]
     not_run = [arm for arm in arms if arm not in groups]
+    tuning = _active_tuning(tuning, present)
     rows, means = [], {column: [] for column in _metric_columns()}
     for arm in present:
         runs = groups[arm]
         row = {"Method": _marked_label(arm, arms, runs), "Arm": arm, "Seeds": str(len(runs))}
+        if tuning:
+            row["Tuning"] = _tuning_cell(arm, tuning)
         for split in RESULT_SPLITS:
             for metric, label in METRIC_LABELS:
                 values = split_values(runs, split, metric)
@@ -279,8 +325,11 @@ def _mean_std_section(
                 means[f"{split} {label}"].append(None if mean is None else 100.0 * mean)
         rows.append(row)
     _bold_best_columns(rows, means)
-    columns = ["Method", "Arm", "Seeds", *_metric_columns()]
-    table = "\n".join([markdown_table(columns, rows, ["l", "l", "r"] + ["r"] * 8), *_collapsed_note(groups, present)])
+    tuned = ["Tuning"] if tuning else []
+    columns = ["Method", "Arm", "Seeds", *tuned, *_metric_columns()]
+    aligns = ["l", "l", "r"] + ["l"] * len(tuned) + ["r"] * 8
+    table = "\n".join([markdown_table(columns, rows, aligns), *_collapsed_note(groups, present),
+                       *_tuning_note(tuning, present)])
     return table, not_run
 
 
@@ -321,6 +370,7 @@ def comparison_table(
     best: pd.DataFrame | None,
     arms: Mapping[str, Mapping[str, Any]],
     display_names: Mapping[str, str] | None = None,
+    tuning: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """Method comparison: mean ± std over seeds, then the optimistic best-of-runs.
 
@@ -334,9 +384,13 @@ def comparison_table(
             the module docstring).
         display_names: model name -> display name for the best-of-runs rows
             (a model without one is shown by its name).
+        tuning: tuned arm -> its budget (:meth:`prmf.tuning.TuningPlan.budgets`); when
+            given and not empty, a ``Tuning`` column states every arm's budget and a
+            note explains it (tuned arms: random-search draws × folds, final seeds;
+            others: the config's values). ``None`` or empty: the table is unchanged.
     """
     groups = group_by_arm(summaries)
-    table, not_run = _mean_std_section(groups, arms)
+    table, not_run = _mean_std_section(groups, arms, tuning)
     ignored = sorted(arm for arm in groups if arm not in arms)
     parts = [
         "## Method comparison",
@@ -457,7 +511,8 @@ def sources_table(report: ScanReport) -> str:
         "## Result sources",
         "",
         "Folders searched recursively for MERBench result files (`*.npz`). "
-        "Skipped: NPZ files whose name is not a MERBench result name.",
+        "Skipped: `*.npz` entries whose name is not a MERBench result name, whose contents are not "
+        "a readable NPZ archive, or that are folders.",
         "",
         markdown_table(["Folder", "Status", "NPZ files", "Parsed", "Skipped"], rows, ["l", "l", "r", "r", "r"]),
         "",
@@ -465,7 +520,8 @@ def sources_table(report: ScanReport) -> str:
     if report.skipped:
         parts.append("Skipped files:")
         parts.append("")
-        parts += [f"- `{directory}`: `{name}`" for directory, name in report.skipped]
+        parts += [f"- `{entry[0]}`: `{entry[1]}`" + (f" ({entry[2]})" if len(entry) > 2 and entry[2] else "")
+                  for entry in report.skipped]
     else:
         parts.append("No file was skipped.")
     return "\n".join(parts) + "\n"
@@ -518,9 +574,10 @@ def _differing_hypers(
 
 def _ablation_table(
     groups: Mapping[str, list[Summary]], arms: Mapping[str, Mapping[str, Any]], present: Sequence[str],
-    hypers: Sequence[tuple[str, str]],
+    hypers: Sequence[tuple[str, str]], tuning: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """Configuration and mean ± std results of each present ablation arm."""
+    tuning = _active_tuning(tuning, present)
     rows = []
     for arm in present:
         runs = groups[arm]
@@ -529,13 +586,17 @@ def _ablation_table(
         row |= {label: _tick(switches.get(key)) for key, label in SWITCH_COLUMNS}
         row |= {label: _format_hyper(_acting_hyper(runs, key)) for key, label in hypers}
         row["Seeds"] = str(len(runs))
+        if tuning:
+            row["Tuning"] = _tuning_cell(arm, tuning)
         for split in RESULT_SPLITS:
             for metric, label in METRIC_LABELS:
                 row[f"{split} {label}"] = format_mean_std(split_values(runs, split, metric))
         rows.append(row)
+    tuned = ["Tuning"] if tuning else []
     columns = ["Arm", "Method", *(lab for _, lab in SWITCH_COLUMNS), *(lab for _, lab in hypers), "Seeds",
-               *_metric_columns()]
-    return markdown_table(columns, rows, ["l", "l", "c", "c", "c", *(["r"] * len(hypers)), "r", *(["r"] * 8)])
+               *tuned, *_metric_columns()]
+    return markdown_table(columns, rows, ["l", "l", "c", "c", "c", *(["r"] * len(hypers)), "r",
+                                          *(["l"] * len(tuned)), *(["r"] * 8)])
 
 
 def fold_values(runs: Sequence[Summary], split: str, metric: str) -> dict[tuple[Any, Any], float]:
@@ -627,6 +688,7 @@ def ablation_table(
     arms: Mapping[str, Mapping[str, Any]],
     ablation_arms: Sequence[str],
     reference: str,
+    tuning: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """Ablation: components, differing hyper-parameters, results, paired tests.
 
@@ -638,7 +700,8 @@ def ablation_table(
     split, ``reference`` is compared with every other arm by a paired t-test
     over (seed, fold) units. ``ablation_arms`` and ``reference`` are the
     study's ``tables.ablation_arms`` and ``tables.reference_arm``. Arms without summaries are skipped with a note.
-    Arms with collapsed folds are marked (see the module docstring).
+    Arms with collapsed folds are marked (see the module docstring). ``tuning``: as in
+    :func:`comparison_table` (a tuned arm's hyper-parameter cells are its chosen values).
     """
     groups = group_by_arm(summaries)
     present = [arm for arm in ablation_arms if arm in groups]
@@ -656,8 +719,9 @@ def ablation_table(
         "weights, τ and warm-up epochs that differ between the arms shown. F1 and ACC in %: "
         "mean ± sample standard deviation (ddof=1) over seeds; `Seeds`: number of seeds.",
         "",
-        _ablation_table(groups, arms, present, hypers),
+        _ablation_table(groups, arms, present, hypers, tuning),
         *_collapsed_note(groups, present),
+        *_tuning_note(tuning, present),
     ]
     if shared:
         parts += ["", f"Shared by all arms shown: {', '.join(shared)}."]

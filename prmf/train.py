@@ -444,19 +444,28 @@ def fold_output_paths(outdir: str | Path) -> dict[str, Path]:
 
 def save_fold(result: FoldResult, store: FeatureStore, arm: dict, seed: int, fold: int, *,
               model: str | Path, predictions: str | Path, metrics: str | Path, history: str | Path) -> None:
-    """Write ``model.pt`` (state dict), ``predictions.npz``, ``metrics.json``, ``history.tsv`` of one fold."""
+    """Write ``model.pt`` (state dict), ``predictions.npz``, ``metrics.json``, ``history.tsv`` of one fold.
+
+    All four are serialized in memory and written atomically, all or none
+    (:func:`prmf.atomic.write_files`), so a full disk never leaves a
+    truncated ``model.pt``.
+
+    Raises:
+        prmf.atomic.OutputError: naming the file that could not be written.
+    """
     import pandas as pd
 
-    from prmf.predictions import write_predictions
+    from prmf.atomic import torch_bytes, write_files
+    from prmf.predictions import fold_payload
 
-    for path in (model, predictions, metrics, history):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result.state_dict, model)
     args = {"arm": arm, "seed": seed, "fold": fold, "dataset": store.dataset,
             "store_hash": store.content_hash, "device": result.device}
-    write_predictions(predictions, result.predictions, store.class_names, store.modalities, args)
     info = {"arm": arm["arm"], "seed": seed, "fold": fold, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 3),
             "device": result.device, "health": result.health, "metrics": result.metrics}
-    Path(metrics).write_text(json.dumps(info, indent=2) + "\n")
-    pd.DataFrame(result.history).to_csv(history, sep="\t", index=False)
+    write_files({
+        model: torch_bytes(result.state_dict),
+        predictions: fold_payload(result.predictions, store.class_names, store.modalities, args),
+        metrics: json.dumps(info, indent=2) + "\n",
+        history: pd.DataFrame(result.history).to_csv(sep="\t", index=False),
+    })

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from prmf.data.folds import make_folds
-from prmf.data.store import EMOTIONS, read_store, write_store
+from prmf.data.store import EMOTIONS, StoreError, read_store, write_store
 from prmf.data.synthetic import MER2023_TRAIN_CLASS_COUNTS, SyntheticConfig, class_counts, generate, split_sizes
 from prmf.data.validation import FeatureValidationError, validate_file, validate_store
 
@@ -144,7 +144,7 @@ def test_read_store_names_missing_key(tmp_path):
     path = tmp_path / "bad.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("names", data=np.array([b"a"]))
-    with pytest.raises(ValueError, match="key 'labels' missing"):
+    with pytest.raises(StoreError, match=r"bad\.h5: incomplete feature store: keys 'labels', 'valence', .* missing"):
         read_store(path)
 
 

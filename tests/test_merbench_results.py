@@ -6,6 +6,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -15,6 +16,7 @@ from prmf.cli import main
 from prmf.merbench_results import (
     BEST_COLUMNS,
     RECORD_COLUMNS,
+    SKIP_NAME,
     NoResultsError,
     ResultName,
     display_name,
@@ -44,8 +46,10 @@ def _name(split: str, model: str, f1: float, acc: float, ts: float, val: float =
 
 
 def _touch(path: Path) -> Path:
+    """A small valid NPZ archive at ``path`` (the scan opens every candidate)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
+    with open(path, "wb") as fh:
+        np.savez(fh, names=np.array(["s1"]))
     return path
 
 
@@ -216,7 +220,7 @@ def test_scan_recursive_with_missing_dir_and_skipped(tmp_path: Path, caplog: pyt
 
     assert report.missing_dirs == [str(missing)]
     assert any(str(missing) in message for message in caplog.messages)
-    assert report.skipped == [(str(root), "seed1/garbage.npz")]
+    assert report.skipped == [(str(root), "seed1/garbage.npz", SKIP_NAME)]
     assert report.counts.to_dict("records") == [
         {"dir": str(root), "n_npz": 3, "n_parsed": 2, "n_skipped": 1},
         {"dir": str(missing), "n_npz": 0, "n_parsed": 0, "n_skipped": 0},
@@ -337,7 +341,7 @@ def result_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_extract_best_writes_tables_and_returns_the_scan(result_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report, best = extract_best(["runs"], "out/best.md", display_names={"attention": "Base"})
     assert capsys.readouterr() == ("", "")  # a library function: prints nothing
-    assert report.skipped == [("runs", "base/broken_acc:0.5.npz")]
+    assert report.skipped == [("runs", "base/broken_acc:0.5.npz", SKIP_NAME)]
     assert best[["model", "split", "acc", "n_runs"]].values.tolist() == [
         ["attention", "cv", 0.7102, 1], ["attention", "test1", 0.6, 1], ["attention_robust_v2", "cv", 0.7593, 2],
         ["attention_robust_v2", "test1", 0.6234, 1], ["attention_robust_v2", "test2", 0.5678, 1],
@@ -353,7 +357,7 @@ def test_extract_best_raises_naming_the_folders(tmp_path: Path) -> None:
     _touch(tmp_path / "empty" / "junk.npz")
     with pytest.raises(NoResultsError, match=f"found in: {tmp_path / 'empty'}, {tmp_path / 'gone'}$") as info:
         extract_best([tmp_path / "empty", tmp_path / "gone"])
-    assert info.value.report.skipped == [(str(tmp_path / "empty"), "junk.npz")]
+    assert info.value.report.skipped == [(str(tmp_path / "empty"), "junk.npz", SKIP_NAME)]
     assert info.value.report.missing_dirs == [str(tmp_path / "gone")]
     with pytest.raises(ValueError, match=r"output x\.tsv must not end in \.tsv"):
         extract_best([tmp_path / "empty"], "x.tsv")
@@ -388,8 +392,8 @@ def test_cli_console(
     )
     assert caplog.messages == ["result folder gone does not exist (or is not a folder); skipped"]
     assert err == (
-        "skipped 1 file(s) whose names are not MERBench results:\n"
-        "  runs/base/broken_acc:0.5.npz\n"
+        "skipped 1 *.npz file(s) that are not MERBench results:\n"
+        "  runs/base/broken_acc:0.5.npz: name is not a MERBench result name\n"
     )
 
 
@@ -451,8 +455,8 @@ def test_cli_no_results_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[
     out, err = capsys.readouterr()
     assert rc == 1 and out == ""
     assert err == (
-        "skipped 1 file(s) whose names are not MERBench results:\n"
-        f"  {tmp_path / 'empty' / 'junk.npz'}\n"
+        "skipped 1 *.npz file(s) that are not MERBench results:\n"
+        f"  {tmp_path / 'empty' / 'junk.npz'}: name is not a MERBench result name\n"
         f"error: no MERBench result file (*.npz) found in: {tmp_path / 'empty'}, {tmp_path / 'gone'}\n"
     )
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from prmf.markdown import MISSING_CELL, best_rows, bold_best, format_stat, markdown_table
-from prmf.merbench_results import RECORD_COLUMNS, ScanReport, scan_result_dirs, select_best
+from prmf.merbench_results import RECORD_COLUMNS, ScanReport, SkippedFile, scan_result_dirs, select_best
 from prmf.tables import (
     ablation_table,
     best_of_runs_table,
@@ -270,7 +270,9 @@ def test_prmf_best_missing_arm(summaries: list[dict]) -> None:
 def test_sources_golden() -> None:
     report = ScanReport(
         records=pd.DataFrame(columns=list(RECORD_COLUMNS)),
-        skipped=[("results/exports", "synthetic/exp1/seed1/junk.npz"), ("/old/merbench", "x|y.npz")],
+        skipped=[SkippedFile("results/exports", "synthetic/exp1/seed1/junk.npz",
+                             "not an NPZ archive (no zip signature)"),
+                 ("/old/merbench", "x|y.npz")],  # a plain (dir, name) pair still renders
         missing_dirs=["/data/gone"],
         counts=pd.DataFrame(
             [

@@ -37,8 +37,20 @@ def make_folds(store: FeatureStore, n_folds: int = 5, seed: int = 0) -> dict:
 
 
 def write_folds(path: str | Path, folds: dict) -> None:
-    Path(path).write_text(json.dumps(folds, indent=1) + "\n")
+    """Write ``folds.json`` atomically (raises :class:`prmf.atomic.OutputError`)."""
+    from prmf.atomic import write_text
+
+    write_text(path, json.dumps(folds, indent=1) + "\n")
 
 
 def read_folds(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """Read ``folds.json``; ``ValueError`` naming the file when it is not one."""
+    try:
+        folds = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a folds file (invalid JSON: {err}); delete it and run Snakemake again "
+                         "(the make_folds rule rebuilds it; outside Snakemake: `prmf folds`)") from err
+    if not isinstance(folds, dict) or not isinstance(folds.get("folds"), list):
+        raise ValueError(f"{path}: not a folds file (no 'folds' list); delete it and run Snakemake again "
+                         "(the make_folds rule rebuilds it; outside Snakemake: `prmf folds`)")
+    return folds

@@ -223,6 +223,13 @@ def _parse_labels(root: Path, problems: list[Problem]) -> _Labels | None:
             )  # fmt: skip
             continue
         corpus = corpora[key]
+        if not corpus:
+            sev = "error" if split == "train" else "warning"
+            problems.append(
+                Problem(sev, str(path), f"key '{key}' is empty ({{}}); split '{split}' has no samples",
+                        "use MERBench's label-6way.npz with train/test1/test2/test3 corpora")
+            )  # fmt: skip
+            continue
         rows = []
         for raw_name, entry in corpus.items():
             name = raw_name.decode("utf-8", "replace") if isinstance(raw_name, bytes) else str(raw_name)

@@ -25,6 +25,8 @@ Checks (``check`` key of a finding):
 - ``class_names`` / ``labels_range``: known emotion names, labels index them (fatal)
 - ``valence_range``: valence within [-5, 5] or NaN (fatal)
 - ``class_coverage``: every class present in train (warning)
+- ``content_hash``: the file's contents hash to the value recorded when it was
+  written (fatal; :func:`validate_file` only)
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prmf.data.store import EMOTIONS, SPLITS, FeatureStore, read_store
+from prmf.atomic import write_files
+from prmf.data.store import EMOTIONS, SPLITS, FeatureStore, StoreError, read_store, verify_content_hash
 from prmf.markdown import markdown_table
 
 MAX_LISTED = 10
@@ -262,6 +265,15 @@ def validate_store(
     return ValidationReport(path=str(path), findings=out, summary=summary)
 
 
+def _hash_finding(store: FeatureStore, path: str | Path) -> Finding:
+    """``content_hash``: the contents still hash to the value recorded when the store was written (fatal)."""
+    try:
+        verify_content_hash(path, store)
+    except StoreError as err:
+        return Finding("content_hash", "fatal", str(err))
+    return Finding("content_hash", "ok", f"contents match the recorded hash {store.content_hash[:12]}")
+
+
 def validate_file(
     store_path: str | Path,
     json_out: str | Path | None = None,
@@ -270,15 +282,25 @@ def validate_file(
 ) -> ValidationReport:
     """Validate ``store_path``, write the reports, raise on fatal findings.
 
-    The reports are written even when validation fails (they explain why); the
-    caller (Snakemake) deletes outputs of a failed job, so nothing partial is
-    taken as complete.
+    The store's ``content_hash`` is recomputed (``content_hash`` check, fatal
+    on a mismatch). The reports are written even when validation fails (they
+    explain why), atomically and both or neither; the caller (Snakemake)
+    deletes outputs of a failed job, so nothing partial is taken as complete.
+
+    Raises:
+        prmf.data.store.StoreError: the file cannot be read as a store.
+        FeatureValidationError: fatal findings (the reports are written).
+        prmf.atomic.OutputError: a report could not be written (neither is).
     """
-    report = validate_store(read_store(store_path), str(store_path), expected_dims)
+    store = read_store(store_path, check_contents=False)  # labels and rows are findings here
+    report = validate_store(store, str(store_path), expected_dims)
+    report.findings.insert(0, _hash_finding(store, store_path))
+    outputs = {}
     if json_out:
-        Path(json_out).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        outputs[json_out] = json.dumps(report.to_json(), indent=2) + "\n"
     if md_out:
-        Path(md_out).write_text(report.to_markdown())
+        outputs[md_out] = report.to_markdown()
+    write_files(outputs)  # both or neither
     if report.fatal:
         raise FeatureValidationError(
             "feature validation failed:\n" + "\n".join(f"  - [{f.check}] {f.message}" for f in report.fatal)

@@ -56,11 +56,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prmf.atomic import copy_file, write_bytes
 
 #: MERBench model name -> (class in :mod:`prmf.interop.merbench_adapter`, prmf study arm)
 MERBENCH_MODELS: dict[str, tuple[str, str]] = {
@@ -300,19 +301,9 @@ def _read(path: Path) -> str:
 
 
 def _write(path: Path, text: str, like: Path | None = None) -> None:
-    """Write ``text`` (UTF-8, line ends as given) atomically; mode copied from ``like``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
-        if like is not None and like.exists():
-            shutil.copymode(like, tmp)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` (UTF-8, line ends as given) atomically (:mod:`prmf.atomic`); mode copied from ``like``."""
+    mode = stat.S_IMODE(like.stat().st_mode) if like is not None and like.exists() else 0o644
+    write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def _backup(path: Path) -> Path:
@@ -472,14 +463,25 @@ def install(merbench_dir: str | Path) -> InstallReport:
                                                "author's setup_v2.py?); move it away before installing")
         todo_files.append((path, content))
 
-    for path, text in todo_edits:
-        shutil.copy2(path, _backup(path))
-        report.backups.append(_backup(path))
-        _write(path, text, like=path)
-        report.edited.append(path)
-    for path, content in todo_files:
-        _write(path, content)
-        report.written.append(path)
+    new_files = {path for path, _ in todo_files if not path.exists()}
+    try:
+        for path, text in todo_edits:
+            copy_file(path, _backup(path))  # atomic: never a truncated backup that uninstall would restore
+            report.backups.append(_backup(path))
+            _write(path, text, like=path)
+            report.edited.append(path)
+        for path, content in todo_files:
+            _write(path, content)
+            report.written.append(path)
+    except OSError:  # e.g. the disk filled up: undo this install, so that the checkout is as before
+        for path in report.edited:
+            os.replace(_backup(path), path)
+        for backup in report.backups:
+            backup.unlink(missing_ok=True)
+        for path in report.written:
+            if path in new_files:
+                path.unlink(missing_ok=True)
+        raise
     return report
 
 

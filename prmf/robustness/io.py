@@ -10,12 +10,10 @@ COLUMNS = ("arm", "seed", "split", "condition", "metric", "value")
 
 
 def write_robustness(df, path: str | Path) -> None:
-    """Write the long TSV atomically (6 significant digits)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    tmp.replace(path)
+    """Write the long TSV atomically (6 significant digits; raises :class:`prmf.atomic.OutputError`)."""
+    from prmf.atomic import write_text
+
+    write_text(path, df.to_csv(sep="\t", index=False, float_format="%.6g"))
 
 
 def read_robustness(paths: Sequence[str | Path]):

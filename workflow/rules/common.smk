@@ -1,15 +1,79 @@
 # Config access, arm/seed/fold lists, input functions and wildcard constraints.
+
+# ---- the workflow's own source: where the prmf package of this workflow lives
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from snakemake.sourcecache import HostingProviderFile, LocalGitFile, LocalSourceFile
+
+
+def workflow_source_root(basedir):
+    """A local folder holding this workflow's repository (prmf/, workflow/, config/).
+
+    ``basedir`` is the folder of this file (workflow/rules) as Snakemake knows it:
+    a local path (a checkout, or a module given by path) is used as it is; a file
+    of a git repository (a module ``github(...)`` / ``gitlab(...)``, as snakedeploy
+    writes it, or ``gitfile(...)``) is exported at its commit, once, to
+    ``.snakemake/prmf-source/<commit>`` in the working directory. None otherwise.
+    """
+    if isinstance(basedir, LocalSourceFile):
+        return Path(basedir.get_path_or_uri(secret_free=True)).resolve().parents[1]
+    if isinstance(basedir, LocalGitFile):
+        import git
+
+        repo = git.Repo(basedir.repo_path)
+    elif isinstance(basedir, HostingProviderFile):
+        basedir.cache_path = workflow.sourcecache.cache_path
+        repo = basedir.hosted_repo.repo
+    else:
+        return None
+    commit = repo.commit(basedir.ref).hexsha
+    root = Path(".snakemake", "prmf-source", commit).resolve()
+    if not root.is_dir():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=root.parent, prefix=f".{commit}.")
+        with tempfile.TemporaryFile() as fh:
+            repo.archive(fh, treeish=commit)
+            fh.seek(0)
+            with tarfile.open(fileobj=fh) as tar:
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(tmp, **safe)
+        try:
+            os.rename(tmp, root)
+        except OSError:  # a concurrent job exported it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+# Parsing, local jobs (PYTHONPATH) and --sdm conda jobs (PRMF_SOURCE, read by the
+# environment's hook from workflow/envs/prmf.post-deploy.sh) import the prmf of
+# this workflow's own source; a copy of workflow/ without prmf/ beside it uses the
+# installed package.
+PRMF_SOURCE = workflow_source_root(workflow.current_basedir)
+if PRMF_SOURCE is not None and (PRMF_SOURCE / "prmf" / "__init__.py").is_file():
+    PRMF_SOURCE = str(PRMF_SOURCE)
+    if PRMF_SOURCE not in sys.path:
+        sys.path.insert(0, PRMF_SOURCE)
+    _pythonpath = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    _pythonpath = [PRMF_SOURCE] + [p for p in _pythonpath if p and p != PRMF_SOURCE]
+    os.environ.update(PRMF_SOURCE=PRMF_SOURCE, PYTHONPATH=os.pathsep.join(_pythonpath))
+
 from prmf.config import (
-    check_config,
+    validate_config,
     resolve_arm,
     run_arms,
     runtime_settings,
-    training_arms,
 )
+from prmf.tuning import training_arms, tuning_plan
 
 MERBENCH_LABEL_FILE = "label-6way.npz"
 
-check_config(config)
+# the schema (defaults filled in) and the cross-checks; a problem is one line naming the key
+validate_config(config)
 
 DATASET = config["dataset"]["name"]
 ARMS = run_arms(config)
@@ -21,8 +85,12 @@ EXPORTS = f"results/exports/{DATASET}"
 LOGS = f"results/logs/{DATASET}"
 BENCH = f"results/benchmarks/{DATASET}"
 RUNTIME = runtime_settings(config)
-# arm -> the arm whose folds it reads; identical arms (robust_v1 = exp1) train once
-TRAIN_ARM = training_arms(config)
+# tuned arms and their draws (known at parse time from tuning.seed; empty when tuning is off)
+TUNING = tuning_plan(config)
+TUNING_DIR = f"results/tuning/{DATASET}"
+# arm -> the arm whose folds it reads; identical untuned arms (robust_v1 = exp1) train
+# once; a tuned arm reads its own
+TRAIN_ARM = training_arms(config, TUNING)
 TRAINED_ARMS = sorted(set(TRAIN_ARM.values()))
 
 
@@ -35,8 +103,21 @@ wildcard_constraints:
 
 
 def arm_params(wildcards):
-    """The resolved parameters of one arm: the only arm-specific job parameters."""
-    return resolve_arm(config, wildcards.arm)
+    """The resolved parameters of one arm: the only arm-specific job parameters (a tuned
+    arm's without its drawn keys: its scripts read them from chosen.yaml)."""
+    return TUNING.final_params(config, wildcards.arm)
+
+
+def arm_seeds(arm):
+    """Seeds of an arm's runs: the study's, or 0..final_seeds-1 for a tuned arm."""
+    return TUNING.arm_seeds(arm, SEEDS)
+
+
+def chosen_input(wildcards):
+    """A tuned arm's final runs read its chosen.yaml (unpack: nothing for other arms)."""
+    if TUNING.tuned(wildcards.arm):
+        return {"chosen": f"{TUNING_DIR}/{wildcards.arm}/chosen.yaml"}
+    return {}
 
 
 def dataset_params():
@@ -80,13 +161,17 @@ def fold_files(wildcards, name):
 
 
 def summaries(arms=None):
-    return expand(
-        f"{RUNS}/{{arm}}/seed{{seed}}/summary.json", arm=arms or ARMS, seed=SEEDS
-    )
+    return [
+        f"{RUNS}/{arm}/seed{seed}/summary.json"
+        for arm in arms or ARMS
+        for seed in arm_seeds(arm)
+    ]
 
 
 def export_dirs(arms=None):
-    return expand(f"{EXPORTS}/{{arm}}/seed{{seed}}", arm=arms or ARMS, seed=SEEDS)
+    return [
+        f"{EXPORTS}/{arm}/seed{seed}" for arm in arms or ARMS for seed in arm_seeds(arm)
+    ]
 
 
 def all_targets():
@@ -146,7 +231,11 @@ FIGURE_FORMATS = ["png", "svg"]
 
 
 def robustness_tsvs(wildcards=None):
-    return expand(f"{ROBUSTNESS_DIR}/{{arm}}/seed{{seed}}.tsv", arm=ARMS, seed=SEEDS)
+    return [
+        f"{ROBUSTNESS_DIR}/{arm}/seed{seed}.tsv"
+        for arm in ARMS
+        for seed in arm_seeds(arm)
+    ]
 
 
 def arm_display_names():
@@ -155,14 +244,48 @@ def arm_display_names():
 
 
 def figure(name, category="Robustness", subcategory="Figures"):
-    """The PNG and SVG of a figure, wrapped for the report."""
+    """The PNG and SVG of a figure, wrapped for the report; caption report/<name>.rst."""
     files = []
     for ext in FIGURE_FORMATS:
         labels = {"figure": name, "format": ext.upper()}
         kw = dict(category=category, subcategory=subcategory, labels=labels)
+        kw["caption"] = f"../report/{name}.rst"
         files.append(report(f"{PLOTS}/{name}.{ext}", **kw))
     return files
 
 
 def figure_files(name):
     return [f"{PLOTS}/{name}.{ext}" for ext in FIGURE_FORMATS]
+
+
+# ---- tuning stage: config access and input functions
+TUNED_ARMS = list(TUNING.arms)
+
+
+def tune_metrics(wildcards):
+    """metrics.json of every draw x fold of one arm, draw-major."""
+    return [
+        f"{TUNING_DIR}/{wildcards.arm}/draw{draw}/fold{fold}/metrics.json"
+        for draw in range(TUNING.draws)
+        for fold in FOLDS
+    ]
+
+
+def selection_job(wildcards):
+    """Everything tune_select needs to know about one arm's search (plain values)."""
+    at = TUNING.arms[wildcards.arm]
+    return {
+        "arm": wildcards.arm,
+        "space": at.space,
+        "pinned": at.pinned,
+        "draws": at.draws,
+        "sampler_seed": at.sampler_seed,
+        "train_seeds": [TUNING.draw_seed(d) for d in range(TUNING.draws)],
+        "metric": TUNING.metric,
+        "valence_weight": resolve_arm(config, wildcards.arm)[
+            "valence_weight_in_selection"
+        ],
+        "budget": TUNING.budget(wildcards.arm),
+        "final_seeds": list(TUNING.final_seeds),
+        "folds": len(FOLDS),
+    }

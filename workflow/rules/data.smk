@@ -24,7 +24,11 @@ rule validate_features:
         store=rules.prepare_dataset.output.store,
     output:
         json=f"{DATA}/validation.json",
-        md=report(f"{DATA}/validation.md", category="Data"),
+        md=report(
+            f"{DATA}/validation.md",
+            caption="../report/validation.rst",
+            category="Data",
+        ),
     log:
         f"{LOGS}/validate_features.log",
     conda:

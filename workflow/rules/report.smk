@@ -9,8 +9,16 @@ rule extract_best:
         exports=export_dirs(),
         external=existing_external_result_dirs,
     output:
-        md=report(f"{TABLES}/best_results.md", category="Tables"),
-        tsv=report(f"{TABLES}/best_results.tsv", category="Tables"),
+        md=report(
+            f"{TABLES}/best_results.md",
+            caption="../report/best_results.rst",
+            category="Tables",
+        ),
+        tsv=report(
+            f"{TABLES}/best_results.tsv",
+            caption="../report/best_results.rst",
+            category="Tables",
+        ),
     log:
         f"{LOGS}/tables/extract_best.log",
     conda:
@@ -28,7 +36,11 @@ rule comparison_table:
         exports=export_dirs(),
         external=existing_external_result_dirs,
     output:
-        md=report(f"{TABLES}/comparison.md", category="Tables"),
+        md=report(
+            f"{TABLES}/comparison.md",
+            caption="../report/comparison.rst",
+            category="Tables",
+        ),
     log:
         f"{LOGS}/tables/comparison.log",
     conda:
@@ -38,6 +50,7 @@ rule comparison_table:
         arms=arm_table_params(),
         result_dirs=RESULT_DIRS,
         display_names=model_display_names(config),
+        tuning=TUNING.budgets(ARMS),
     script:
         "../scripts/make_tables.py"
 
@@ -46,7 +59,11 @@ rule prmf_best_table:
     input:
         summaries=run_summaries([REFERENCE_ARM] if REFERENCE_ARM in ARMS else []),
     output:
-        md=report(f"{TABLES}/prmf_best.md", category="Tables"),
+        md=report(
+            f"{TABLES}/prmf_best.md",
+            caption="../report/prmf_best.rst",
+            category="Tables",
+        ),
     log:
         f"{LOGS}/tables/prmf_best.log",
     conda:
@@ -63,7 +80,11 @@ rule sources_table:
         exports=export_dirs(),
         external=existing_external_result_dirs,
     output:
-        md=report(f"{TABLES}/sources.md", category="Tables"),
+        md=report(
+            f"{TABLES}/sources.md",
+            caption="../report/sources.rst",
+            category="Tables",
+        ),
     log:
         f"{LOGS}/tables/sources.log",
     conda:
@@ -79,7 +100,11 @@ rule ablation_table:
     input:
         summaries=run_summaries(ABLATION_RUN_ARMS),
     output:
-        md=report(f"{TABLES}/ablation.md", category="Tables"),
+        md=report(
+            f"{TABLES}/ablation.md",
+            caption="../report/ablation.rst",
+            category="Tables",
+        ),
     log:
         f"{LOGS}/tables/ablation.log",
     conda:
@@ -89,6 +114,7 @@ rule ablation_table:
         arms=arm_table_params(),
         ablation_arms=config["tables"]["ablation_arms"],
         reference=REFERENCE_ARM,
+        tuning=TUNING.budgets(ABLATION_RUN_ARMS),
     script:
         "../scripts/make_tables.py"
 

@@ -6,6 +6,7 @@
 
 rule evaluate_robustness:
     input:
+        unpack(chosen_input),
         store=rules.prepare_dataset.output.store,
         folds=rules.make_folds.output.folds,
         models=lambda wc: fold_files(wc, "model.pt"),
@@ -31,7 +32,12 @@ rule robustness_table:
     input:
         tsvs=robustness_tsvs(),
     output:
-        md=report(ROBUSTNESS_TABLE, category="Robustness", subcategory="Tables"),
+        md=report(
+            ROBUSTNESS_TABLE,
+            caption="../report/robustness.rst",
+            category="Robustness",
+            subcategory="Tables",
+        ),
     log:
         f"{LOGS}/robustness/table.log",
     conda:
@@ -105,18 +111,20 @@ rule plot_training_curves:
     input:
         histories=lambda wc: expand(
             f"{RUNS}/{TRAIN_ARM.get(wc.arm, wc.arm)}/seed{{seed}}/fold{{fold}}/history.tsv",
-            seed=SEEDS,
+            seed=arm_seeds(wc.arm),
             fold=FOLDS,
         ),
     output:
         png=report(
             f"{PLOTS}/training_curves/{{arm}}.png",
+            caption="../report/training_curves.rst",
             category="Training",
             subcategory="Training curves",
             labels={"arm": "{arm}", "format": "PNG"},
         ),
         svg=report(
             f"{PLOTS}/training_curves/{{arm}}.svg",
+            caption="../report/training_curves.rst",
             category="Training",
             subcategory="Training curves",
             labels={"arm": "{arm}", "format": "SVG"},

@@ -4,6 +4,7 @@
 
 rule train_fold:
     input:
+        unpack(chosen_input),
         store=rules.prepare_dataset.output.store,
         folds=rules.make_folds.output.folds,
         validation=rules.validate_features.output.json,
@@ -33,6 +34,7 @@ rule train_fold:
 
 rule aggregate_run:
     input:
+        unpack(chosen_input),
         predictions=lambda wc: fold_files(wc, "predictions.npz"),
         metrics=lambda wc: fold_files(wc, "metrics.json"),
     output:

@@ -5,11 +5,12 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "w")
 
 from prmf.aggregate import aggregate_run  # noqa: E402
+from prmf.tuning import with_chosen  # noqa: E402
 
 summary = aggregate_run(
     snakemake.input.predictions,
     snakemake.input.metrics,
-    snakemake.params.arm,
+    with_chosen(snakemake.params.arm, snakemake.input.get("chosen")),  # a tuned arm: its chosen values
     int(snakemake.wildcards.seed),
     snakemake.params.dataset,
     snakemake.params.features,

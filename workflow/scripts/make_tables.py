@@ -8,6 +8,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 
 from prmf import tables  # noqa: E402
+from prmf.atomic import write_text  # noqa: E402
 from prmf.merbench_results import scan_result_dirs, select_best  # noqa: E402
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -19,7 +20,8 @@ def load_summaries():
 
 def comparison():
     best = select_best(scan_result_dirs(snakemake.params.result_dirs).records)
-    return tables.comparison_table(load_summaries(), best, snakemake.params.arms, snakemake.params.display_names)
+    return tables.comparison_table(load_summaries(), best, snakemake.params.arms, snakemake.params.display_names,
+                                   tuning=snakemake.params.get("tuning"))
 
 
 def prmf_best():
@@ -32,11 +34,12 @@ def sources():
 
 def ablation():
     return tables.ablation_table(
-        load_summaries(), snakemake.params.arms, snakemake.params.ablation_arms, snakemake.params.reference
+        load_summaries(), snakemake.params.arms, snakemake.params.ablation_arms, snakemake.params.reference,
+        tuning=snakemake.params.get("tuning"),
     )
 
 
 BUILDERS = {"comparison": comparison, "prmf_best": prmf_best, "sources": sources, "ablation": ablation}
 text = BUILDERS[snakemake.params.table]()
-Path(snakemake.output.md).write_text(text, encoding="utf-8")
+write_text(snakemake.output.md, text)
 print(f"wrote {snakemake.output.md}", file=sys.stderr)

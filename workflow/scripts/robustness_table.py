@@ -1,9 +1,9 @@
 """results/tables/robustness.md: arms x conditions, mean ± std over seeds."""
 import sys
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
+from prmf.atomic import write_text  # noqa: E402
 from prmf.robustness import read_robustness  # noqa: E402
 from prmf.tables import robustness_markdown  # noqa: E402
 
@@ -14,4 +14,4 @@ md = robustness_markdown(
     snakemake.params.protocol,
     dataset=snakemake.params.dataset,
 )
-Path(snakemake.output.md).write_text(md)
+write_text(snakemake.output.md, md)

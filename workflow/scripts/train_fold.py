@@ -6,8 +6,11 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)
 from prmf.data.folds import read_folds  # noqa: E402
 from prmf.data.store import read_store  # noqa: E402
 from prmf.train import save_fold, train_fold  # noqa: E402
+from prmf.tuning import with_chosen  # noqa: E402
 
-arm, seed, fold = snakemake.params.arm, int(snakemake.wildcards.seed), int(snakemake.wildcards.fold)
+# a tuned arm's final run: the chosen values of its random search (input chosen.yaml)
+arm = with_chosen(snakemake.params.arm, snakemake.input.get("chosen"))
+seed, fold = int(snakemake.wildcards.seed), int(snakemake.wildcards.fold)
 store = read_store(snakemake.input.store)
 result = train_fold(
     store,
