@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +243,34 @@ def resolve_arm(config: dict, arm: str) -> dict[str, Any]:
     params.setdefault("export_name", f"prmf_{arm}")
     params["arm"] = arm
     return params
+
+
+def cuda_visible(environ: Mapping[str, str] | None = None, driver_dir: str | Path = "/proc/driver/nvidia/gpus") -> bool:
+    """Whether a CUDA device is visible to jobs started here, decided without importing torch.
+
+    ``CUDA_VISIBLE_DEVICES`` set to ``""`` or ``-1`` hides every device; otherwise a
+    device is visible when the NVIDIA driver lists a GPU under ``driver_dir``.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    folder = Path(driver_dir)
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def training_uses_gpu(device: str, environ: Mapping[str, str] | None = None,
+                      driver_dir: str | Path = "/proc/driver/nvidia/gpus") -> bool:
+    """Whether training jobs with ``training.device`` ``device`` will run on a GPU.
+
+    ``cpu`` -> False; ``cuda``/``cuda:N`` -> True; ``auto`` -> :func:`cuda_visible`.
+    The workflow asks for ``resources: gpu=1`` only when this is True, so on a
+    CPU-only machine ``--resources gpu=1`` no longer runs the folds one at a time.
+    """
+    if device == "cpu":
+        return False
+    if device.startswith("cuda"):
+        return True
+    return cuda_visible(environ, driver_dir)
 
 
 def runtime_settings(config: dict) -> dict[str, Any]:

@@ -435,6 +435,20 @@ def train_fold(
     )
 
 
+def train_fold_from_files(
+    store_path: str | Path, folds_path: str | Path, fold: int, arm: dict, seed: int, *, device: str = "auto",
+    cuda_graphs: bool = True, threads: int = 1, progress: Callable[[str], None] | None = None,
+) -> tuple[FoldResult, FeatureStore]:
+    """:func:`train_fold` on the store and folds files of a pipeline job; returns the result and the store."""
+    from prmf.data.folds import read_folds
+    from prmf.data.store import read_store
+
+    store = read_store(store_path)
+    result = train_fold(store, read_folds(folds_path), int(fold), arm, int(seed), device=device,
+                        cuda_graphs=cuda_graphs, threads=threads, progress=progress)
+    return result, store
+
+
 def fold_output_paths(outdir: str | Path) -> dict[str, Path]:
     """The four files of one fold inside ``outdir``."""
     outdir = Path(outdir)

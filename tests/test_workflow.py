@@ -264,3 +264,30 @@ def test_workflow_is_lint_clean_and_formatted(data_project):
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
     fmt = subprocess.run(["snakefmt", "--check", "workflow"], cwd=data_project, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stderr[-3000:]
+
+
+def test_training_uses_gpu_without_importing_torch(tmp_path):
+    from prmf.config import training_uses_gpu
+
+    driver = tmp_path / "gpus"
+    assert not training_uses_gpu("auto", {}, driver)  # no driver folder
+    driver.mkdir()
+    assert not training_uses_gpu("auto", {}, driver)  # driver, no GPU listed
+    (driver / "0000:00:1e.0").mkdir()
+    assert training_uses_gpu("auto", {}, driver)
+    assert not training_uses_gpu("auto", {"CUDA_VISIBLE_DEVICES": ""}, driver)
+    assert not training_uses_gpu("auto", {"CUDA_VISIBLE_DEVICES": "-1"}, driver)
+    assert training_uses_gpu("auto", {"CUDA_VISIBLE_DEVICES": "0"}, driver)
+    assert not training_uses_gpu("cpu", {}, driver)
+    assert training_uses_gpu("cuda:1", {}, tmp_path / "none")
+
+
+@pytest.mark.parametrize(("device", "gpu"), [("cpu", 0), ("cuda", 1)])
+def test_fold_jobs_take_a_gpu_only_when_training_on_one(tmp_path, device, gpu):
+    """On CPU the fold jobs ask for no GPU, so --resources gpu=1 does not serialise them."""
+    project = make_tiny_project(tmp_path, training={"device": device})
+    proc = run_snakemake(project, "-n", "--resources", "gpu=1")
+    blocks = (proc.stdout + proc.stderr).split("\n\n")
+    train = [b for b in blocks if re.search(r"^\s*rule train_fold:", b, re.M)]
+    assert len(train) == 4
+    assert all(re.search(rf"resources: .*gpu={gpu}\b", b) for b in train), train[0]

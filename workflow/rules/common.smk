@@ -67,6 +67,7 @@ from prmf.config import (
     resolve_arm,
     run_arms,
     runtime_settings,
+    training_uses_gpu,
 )
 from prmf.tuning import training_arms, tuning_plan
 
@@ -85,6 +86,9 @@ EXPORTS = f"results/exports/{DATASET}"
 LOGS = f"results/logs/{DATASET}"
 BENCH = f"results/benchmarks/{DATASET}"
 RUNTIME = runtime_settings(config)
+# GPU-tagged training jobs only when training runs on a GPU: on a CPU-only machine the
+# folds then run side by side (cores / training.threads at once) under --resources gpu=1
+TRAIN_GPU = 1 if training_uses_gpu(RUNTIME["device"]) else 0
 # tuned arms and their draws (known at parse time from tuning.seed; empty when tuning is off)
 TUNING = tuning_plan(config)
 TUNING_DIR = f"results/tuning/{DATASET}"

@@ -23,7 +23,7 @@ rule train_fold:
         "../envs/prmf.yaml"
     threads: RUNTIME["threads"]
     resources:
-        gpu=1,
+        gpu=TRAIN_GPU,
     params:
         arm=arm_params,
         device=RUNTIME["device"],

@@ -25,7 +25,7 @@ rule tune_fold:
         "../envs/prmf.yaml"
     threads: RUNTIME["threads"]
     resources:
-        gpu=1,
+        gpu=TRAIN_GPU,
     params:
         arm=lambda wc: TUNING.draw_params(config, wc.arm, int(wc.draw)),
         seed=lambda wc: TUNING.draw_seed(int(wc.draw)),

@@ -3,18 +3,15 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from prmf.data.folds import read_folds  # noqa: E402
-from prmf.data.store import read_store  # noqa: E402
-from prmf.train import save_fold, train_fold  # noqa: E402
+from prmf.train import save_fold, train_fold_from_files  # noqa: E402
 from prmf.tuning import with_chosen  # noqa: E402
 
 # a tuned arm's final run: the chosen values of its random search (input chosen.yaml)
 arm = with_chosen(snakemake.params.arm, snakemake.input.get("chosen"))
 seed, fold = int(snakemake.wildcards.seed), int(snakemake.wildcards.fold)
-store = read_store(snakemake.input.store)
-result = train_fold(
-    store,
-    read_folds(snakemake.input.folds),
+result, store = train_fold_from_files(
+    snakemake.input.store,
+    snakemake.input.folds,
     fold,
     arm,
     seed,
@@ -24,14 +21,5 @@ result = train_fold(
     progress=lambda line: print(line, file=sys.stderr),
 )
 out = snakemake.output
-save_fold(
-    result,
-    store,
-    arm,
-    seed,
-    fold,
-    model=out.model,
-    predictions=out.predictions,
-    metrics=out.metrics,
-    history=out.history,
-)
+save_fold(result, store, arm, seed, fold, model=out.model, predictions=out.predictions,
+          metrics=out.metrics, history=out.history)

@@ -10,16 +10,13 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from prmf.data.folds import read_folds  # noqa: E402
-from prmf.data.store import read_store  # noqa: E402
-from prmf.train import save_fold, train_fold  # noqa: E402
+from prmf.train import save_fold, train_fold_from_files  # noqa: E402
 
 arm, seed, fold = snakemake.params.arm, int(snakemake.params.seed), int(snakemake.wildcards.fold)
 print(f"draw {snakemake.wildcards.draw} of {arm['arm']}, training seed {seed}", file=sys.stderr)
-store = read_store(snakemake.input.store)
-result = train_fold(
-    store,
-    read_folds(snakemake.input.folds),
+result, store = train_fold_from_files(
+    snakemake.input.store,
+    snakemake.input.folds,
     fold,
     arm,
     seed,
@@ -30,14 +27,5 @@ result = train_fold(
 )
 out = snakemake.output
 with tempfile.TemporaryDirectory() as tmp:
-    save_fold(
-        result,
-        store,
-        arm,
-        seed,
-        fold,
-        model=Path(tmp) / "model.pt",
-        predictions=out.predictions,
-        metrics=out.metrics,
-        history=out.history,
-    )
+    save_fold(result, store, arm, seed, fold, model=Path(tmp) / "model.pt",
+              predictions=out.predictions, metrics=out.metrics, history=out.history)
