@@ -152,6 +152,7 @@ def aggregate_run(
         write_split_predictions(export_dir / name, arrays, class_names, modalities, {**args, "split": split})
         exports.append(name)
 
+    health = run_health(infos)
     summary = {
         "dataset": dataset, "arm": arm["arm"], "seed": seed,
         "export_name": arm["export_name"], "display_name": arm["display_name"], "model": arm["model"],
@@ -162,11 +163,11 @@ def aggregate_run(
         "per_fold": per_fold,
         "exports": exports,
         "train_seconds": round(sum(i.get("seconds", 0.0) for i in infos), 3),
-        "epochs_run": [i.get("epochs_run") for i in infos],
-        "health": run_health(infos),
+        "epochs_run": health["epochs_run"],
+        "health": health,
     }
     for info in infos:
-        if isinstance(info.get("health"), dict) and info["health"].get("collapsed"):
+        if info["fold"] in health["collapsed_folds"]:
             log.warning(health_line(arm["arm"], seed, info["fold"], info["health"]))
     write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -101,11 +101,6 @@ class OutputError(OSError):
         text = os.strerror(code).lower() if code else "write failed"
         return text, "check the target folder, or point {where} elsewhere"
 
-    @property
-    def cause(self) -> str:
-        """What went wrong, e.g. ``no space left on device``."""
-        return self._cause_fix(self.errno)[0]
-
     def line(self, where: str = "the output") -> str:
         """``{cause} writing {path}[ ({detail})]: {fix}``, the fix naming ``where``."""
         cause, fix = self._cause_fix(self.errno)

@@ -49,7 +49,7 @@ def _synth(args: argparse.Namespace) -> int:
         if dataset["source"] != "synthetic":
             where = " + ".join(args.config)
             print(f"{where}: dataset.source is {dataset['source']!r}, not 'synthetic'", file=sys.stderr)
-            return 2
+            return EXIT_INPUT
     dataset = {**dataset, "synthetic": dict(dataset.get("synthetic") or {})}
     if args.seed is not None:
         dataset["synthetic"]["seed"] = args.seed
@@ -61,7 +61,7 @@ def _synth(args: argparse.Namespace) -> int:
     digest = write_store(args.output, store)
     sizes = {s: int((store.split == s).sum()) for s in ("train", "test1", "test2", "test3")}
     print(f"wrote {args.output}: {len(store)} samples {sizes}, dims {store.dims()}, sha256 {digest[:12]}")
-    return 0
+    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -75,7 +75,7 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"{args.store}: validation passed ({len(report.warnings)} warning(s))")
     for w in report.warnings:
         print(f"  warning [{w.check}] {w.message}")
-    return 0
+    return EXIT_OK
 
 
 def _folds(args: argparse.Namespace) -> int:
@@ -84,7 +84,7 @@ def _folds(args: argparse.Namespace) -> int:
 
     write_folds(args.output, make_folds(read_store(args.store), args.folds, args.seed))
     print(f"wrote {args.output}")
-    return 0
+    return EXIT_OK
 
 
 def _train_fold(args: argparse.Namespace) -> int:
@@ -103,7 +103,7 @@ def _train_fold(args: argparse.Namespace) -> int:
                      cuda_graphs=rt["cuda_graphs"] and not args.no_cuda_graphs)
     save_fold(res, store, arm, args.seed, args.fold, **fold_output_paths(args.outdir))
     print(f"fold {args.fold}: best epoch {res.best_epoch + 1}, val {res.metrics['val']}")
-    return 0
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- import-merbench
@@ -190,10 +190,10 @@ def _import_merbench(args: argparse.Namespace) -> int:
             print(f"warning: {w.message}", file=sys.stderr)
     except (MerbenchImportError, ValueError) as err:
         print(f"prmf import-merbench: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     digest = write_store(args.output, store)  # OutputError: one line, exit 3 (main)
     print(_import_summary(store, str(args.root), str(args.output), digest))
-    return 0
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- extract-best
@@ -261,7 +261,7 @@ def _extract_best(args: argparse.Namespace) -> int:
         names = _display_names(args.config, args.display_names)
     except (OSError, ValueError) as err:  # the message names the file (and the key)
         print(f"error: display names: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     if not args.result_dirs:
         print(f"no --result-dir given: scanning ./{MERBENCH_RESULT_DIR} (MERBench's trimodal result folder)",
               file=sys.stderr)
@@ -277,7 +277,7 @@ def _extract_best(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     sys.stderr.write(format_skipped(report))
     sys.stdout.write(render_best(best, args.format, names))
-    return 0
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- merbench install
@@ -285,6 +285,7 @@ def _extract_best(args: argparse.Namespace) -> int:
 
 def _merbench(args: argparse.Namespace) -> int:
     """0 on success (also when nothing changed); 2 when refused (nothing changed); 3 when a write fails."""
+    from prmf.atomic import OutputError
     from prmf.interop.merbench_install import MerbenchInstallError, install, uninstall
 
     try:
@@ -296,11 +297,11 @@ def _merbench(args: argparse.Namespace) -> int:
         print(f"prmf merbench {args.action}: {err}", file=sys.stderr)
         return EXIT_INPUT
     except OSError as err:
-        line = err.line("MERBENCH_DIR") if hasattr(err, "line") else str(err)
+        line = err.line("MERBENCH_DIR") if isinstance(err, OutputError) else str(err)
         print(f"prmf merbench {args.action}: {line}", file=sys.stderr)
         return EXIT_IO
     print(report.summary())
-    return 0
+    return EXIT_OK
 
 
 def _add_merbench_parser(sub: argparse._SubParsersAction) -> None:

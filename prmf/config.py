@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +243,20 @@ def resolve_arm(config: dict, arm: str) -> dict[str, Any]:
     params.setdefault("export_name", f"prmf_{arm}")
     params["arm"] = arm
     return params
+
+
+def require_keys(arm: Mapping[str, Any], keys: Sequence[str], user: str, allow_none: bool = False) -> None:
+    """Raise a :class:`ValueError` naming every key of ``keys`` that ``arm`` does not set.
+
+    A key set to ``None`` counts as missing unless ``allow_none`` (``early_stop``
+    and ``grad_clip`` are ``None`` when off). ``user`` names who needs them.
+    """
+    missing = [k for k in keys if k not in arm or (not allow_none and arm[k] is None)]
+    if missing:
+        raise ValueError(
+            f"arm {arm.get('arm', '')!r} does not set {', '.join(map(repr, missing))}: {user} needs a resolved "
+            "arm (prmf.config.resolve_arm fills every key from the config's training block and the schema's defaults)"
+        )
 
 
 def cuda_visible(environ: Mapping[str, str] | None = None, driver_dir: str | Path = "/proc/driver/nvidia/gpus") -> bool:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from prmf.config import require_keys
 from prmf.models.output import ModelOutput
 
 TERM_KEYS = ("loss", "ce", "valence_mse", "kl", "recon", "cross_kl")
@@ -114,10 +115,7 @@ class TrainingLoss:
     def from_arm(cls, arm: Mapping[str, Any]) -> TrainingLoss:
         """The loss of a resolved arm (:func:`prmf.config.resolve_arm`): its ``kl_weight``,
         ``recon_weight`` and ``cross_kl_weight``; a missing one is a :class:`ValueError` naming it."""
-        missing = [key for key in WEIGHT_KEYS if arm.get(key) is None]
-        if missing:
-            raise ValueError(f"arm {arm.get('arm', '')!r} does not set {', '.join(map(repr, missing))}: the loss "
-                             "needs a resolved arm (prmf.config.resolve_arm)")
+        require_keys(arm, WEIGHT_KEYS, "the loss")
         return cls(**{key: float(arm[key]) for key in WEIGHT_KEYS})
 
     def _pair_index(self, num_modalities: int, device: torch.device) -> Tensor:
@@ -161,8 +159,17 @@ class TrainingLoss:
         """
         ce = F.cross_entropy(out.logits, labels.to(out.logits.device))
         val_mse = masked_valence_mse(out.valence, valence)
-        total = ce + val_mse
-        zero = ce.new_zeros(())
+        total, kl, recon, cross_kl = self.add_auxiliary(ce + val_mse, out)
+        return total, torch.stack([total, ce, val_mse, kl, recon, cross_kl]).detach()
+
+    def add_auxiliary(self, total: Tensor, out: ModelOutput) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``total`` plus the weighted KL, cross-KL and reconstruction terms the model produces.
+
+        Returns ``(total, kl, recon, cross_kl)``, the terms unweighted (0 where the
+        model has no such output). MERBench's loop adds CE and valence MSE itself,
+        so the MERBench adapter calls this with a zero ``total``.
+        """
+        zero = total.new_zeros(())
         kl = recon = cross_kl = zero
         if out.mu is not None and out.logvar is not None:
             mu, logvar = out.mu, out.logvar  # [B, M, H]
@@ -172,7 +179,7 @@ class TrainingLoss:
         if out.recons is not None and out.targets is not None:
             recon = self.recon_term(out.recons, out.targets, out.present)
             total = total + self.recon_weight * recon
-        return total, torch.stack([total, ce, val_mse, kl, recon, cross_kl]).detach()
+        return total, kl, recon, cross_kl
 
     def __call__(self, out: ModelOutput, labels: Tensor, valence: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Total loss (scalar tensor, differentiable) and the logged terms as Python floats."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -224,4 +224,26 @@ def plot_training_curves(history_paths: Sequence[str | Path], display_name: str,
         n_runs = hist["run"].nunique()
         fig.suptitle(f"Training curves — {display_name} ({n_runs} runs)")
         fig.tight_layout()
+        save_figure(fig, paths)
+
+
+def plot_tuning_draws(tables: Mapping[str, Any], display_names: Mapping[str, str], metric: str,
+                      paths: Sequence[str | Path]) -> None:
+    """The CV score of every draw, sorted best first, one line per arm (± std over folds shaded)."""
+    from prmf.tuning import METRIC_LABELS
+
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        colors = _colors(list(tables))
+        for arm, df in tables.items():
+            ok = df[df["status"] == "ok"].sort_values("rank")
+            x = np.arange(1, len(ok) + 1)
+            mean, std = ok["cv_mean"].to_numpy(float), np.nan_to_num(ok["cv_std"].to_numpy(float))
+            ax.plot(x, mean, marker="o", ms=3, color=colors[arm], label=display_names.get(arm, arm))
+            ax.fill_between(x, mean - std, mean + std, color=colors[arm], alpha=0.15, lw=0)
+            ax.plot([1], mean[:1], marker="*", ms=11, color=colors[arm], ls="none")
+        ax.set_xlabel("draw, ranked by its mean over the CV folds (1 = chosen, ★)")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.set_title("Random search: every draw's CV score (± std over folds)")
+        ax.legend(loc="best")
         save_figure(fig, paths)

@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from prmf.atomic import npz_bytes, write_bytes
+
 FIELDS = ("names", "labels", "valence_true", "logits", "probs", "pred", "valence", "fusion_weights", "uncertainty")
 
 
@@ -56,13 +58,6 @@ def _meta(class_names, modalities, args: Mapping) -> dict[str, np.ndarray]:
     }
 
 
-def npz_payload(arrays: dict[str, np.ndarray]) -> bytes:
-    """The compressed NPZ archive of ``arrays`` (to write with :mod:`prmf.atomic`)."""
-    from prmf.atomic import npz_bytes
-
-    return npz_bytes(arrays)
-
-
 def fold_payload(preds: Mapping[str, Any], class_names, modalities, args: Mapping) -> bytes:
     """The bytes of a fold file holding several sets (see :func:`write_predictions`)."""
     arrays = _meta(class_names, modalities, args)
@@ -70,13 +65,11 @@ def fold_payload(preds: Mapping[str, Any], class_names, modalities, args: Mappin
     for split, p in preds.items():
         for k, v in _arrays(p).items():
             arrays[f"{split}_{k}"] = v
-    return npz_payload(arrays)
+    return npz_bytes(arrays)
 
 
 def _save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    from prmf.atomic import write_bytes
-
-    write_bytes(path, npz_payload(arrays))
+    write_bytes(path, npz_bytes(arrays))
 
 
 def write_predictions(path: str | Path, preds: Mapping[str, Any], class_names, modalities, args: Mapping) -> None:

@@ -56,6 +56,8 @@ from prmf.robustness.conditions import (
     subsets,
 )
 from prmf.robustness.config import RobustnessConfig
+from prmf.tuning import METRIC_LABELS as TUNING_METRIC_LABELS
+from prmf.tuning import budget_text, budgets_equal, format_values
 
 Summary = Mapping[str, Any]
 
@@ -266,23 +268,14 @@ def _active_tuning(tuning: Mapping[str, Mapping[str, Any]] | None, shown: Sequen
     return tuning if tuning and any(tuning.get(arm) for arm in shown) else None
 
 
-def _tuning_cell(arm: str, tuning: Mapping[str, Mapping[str, Any]]) -> str:
-    """An arm's tuning budget: ``"8 draws × 3 folds, best on 3 seeds"``, or ``"none: config values"``."""
-    from prmf.tuning import budget_text
-
-    return budget_text(tuning.get(arm))
-
-
 def _tuning_note(tuning: Mapping[str, Mapping[str, Any]] | None, shown: Sequence[str]) -> list[str]:
     """Lines under a table explaining the ``Tuning`` column; none without tuning."""
     if not _active_tuning(tuning, shown):
         return []
-    from prmf.tuning import METRIC_LABELS as TUNING_METRICS
-
     budgets = {arm: tuning.get(arm) for arm in shown}
     tuned = [b for b in budgets.values() if b]
-    metrics = " / ".join(sorted({TUNING_METRICS.get(b["metric"], b["metric"]) for b in tuned}))
-    equal = len({(b["draws"], b["folds"], b["final_seeds"]) for b in tuned}) <= 1
+    metrics = " / ".join(sorted({TUNING_METRIC_LABELS.get(b["metric"], b["metric"]) for b in tuned}))
+    equal = budgets_equal(tuned)
     lines = [
         "",
         "Tuning: a tuned arm's hyper-parameters were chosen by MERBench's random search — `draws` "
@@ -316,7 +309,7 @@ def _mean_std_section(
         runs = groups[arm]
         row = {"Method": _marked_label(arm, arms, runs), "Arm": arm, "Seeds": str(len(runs))}
         if tuning:
-            row["Tuning"] = _tuning_cell(arm, tuning)
+            row["Tuning"] = budget_text(tuning.get(arm))
         for split in RESULT_SPLITS:
             for metric, label in METRIC_LABELS:
                 values = split_values(runs, split, metric)
@@ -587,7 +580,7 @@ def _ablation_table(
         row |= {label: _format_hyper(_acting_hyper(runs, key)) for key, label in hypers}
         row["Seeds"] = str(len(runs))
         if tuning:
-            row["Tuning"] = _tuning_cell(arm, tuning)
+            row["Tuning"] = budget_text(tuning.get(arm))
         for split in RESULT_SPLITS:
             for metric, label in METRIC_LABELS:
                 row[f"{split} {label}"] = format_mean_std(split_values(runs, split, metric))
@@ -845,3 +838,47 @@ def robustness_markdown(df: pd.DataFrame, display_names: Mapping[str, str], moda
                 "mean; no uncertainty).", ""]
         out += table(cols, scale=1.0, digits=3, bold=False) + [""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def tuning_table(records: Sequence[Mapping[str, Any]], display_names: Mapping[str, str] | None = None,
+                 dataset: str | None = None) -> str:
+    """``tuning.md``: per tuned arm the budget, the chosen values, the best vs the median draw's CV score."""
+    display_names = display_names or {}
+    rows = []
+    for r in records:
+        b = r["budget"]
+        std = r["cv"].get("std")
+        best = f"{r['cv']['mean']:.4f}" + (f" ± {std:.4f}" if std is not None and math.isfinite(std) else "")
+        rows.append({
+            "Arm": r["arm"],
+            "Method": display_names.get(r["arm"], r["arm"]),
+            "Budget": f"{b['draws']} draws × {b['folds']} folds = {b['runs']} runs",
+            "Space": f"{len(b['keys'])} keys, {b['combinations']} combinations",
+            "Final seeds": str(b["final_seeds"]),
+            "Chosen (draw)": str(r["draw"]),
+            "Chosen values": format_values(r["values"]) + (f"; pinned {format_values(r['pinned'])}"
+                                                            if r.get("pinned") else ""),
+            "Best draw": best,
+            "Median draw": f"{r['median_draw_cv']:.4f}",
+        })
+    metrics = sorted({r["metric"] for r in records})
+    label = " / ".join(TUNING_METRIC_LABELS.get(m, m) for m in metrics)
+    equal = budgets_equal([r["budget"] for r in records])
+    parts = [
+        "## Hyper-parameter tuning",
+        "",
+        (f"Dataset `{dataset}`. " if dataset else "")
+        + "MERBench's protocol: random search (Optuna `RandomSampler`, seeded per arm from `tuning.seed`) over each "
+        "arm's space, every draw trained on every CV fold; the draw with the best mean "
+        f"{label} on the folds' validation parts is retrained on the final seeds, whose runs feed every other "
+        "table. Test splits are never read by the selection. Best / median draw: mean (± std over folds) of "
+        "the metric, as fractions. "
+        + ("Every arm got the same budget." if equal else "**The arms' budgets differ.**"),
+        "",
+        markdown_table(list(rows[0]) if rows else ["Arm"], rows,
+                       ["l", "l", "l", "l", "r", "r", "l", "r", "r"] if rows else None),
+    ]
+    failed = [f"`{r['arm']}`: {r['failed_draws']}" for r in records if r.get("failed_draws")]
+    if failed:
+        parts += ["", f"Draws without a finite CV score (failed, never chosen): {', '.join(failed)}."]
+    return "\n".join(parts) + "\n"

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from prmf.config import require_keys
 from prmf.data.store import FeatureStore
 from prmf.health import assess_fold, health_line
 from prmf.metrics import emotion_metrics, selection_score
@@ -106,7 +107,7 @@ def tensor_set(store: FeatureStore, rows: np.ndarray, device: torch.device) -> T
     """Select ``rows`` of the store and move them to ``device``."""
     mods = store.modalities
     xs = [torch.from_numpy(np.ascontiguousarray(store.features[m][rows])).to(device) for m in mods]
-    present = torch.from_numpy(np.stack([~store.missing[m][rows] for m in mods], axis=1)).to(device)
+    present = torch.from_numpy(store.present(rows)).to(device)
     lengths = [torch.from_numpy(store.lengths[m][rows]).to(device) if m in store.lengths else None for m in mods]
     return TensorSet(
         names=store.names[rows],
@@ -177,7 +178,7 @@ def fit_standardizer(model: torch.nn.Module, store: FeatureStore, rows: np.ndarr
 
     mods = store.modalities
     xs = [store.features[m][rows] for m in mods]
-    present = np.stack([~np.asarray(store.missing[m][rows], dtype=bool) for m in mods], axis=1)
+    present = store.present(rows)
     lengths = [store.lengths[m][rows] if m in store.lengths else None for m in mods]
     model.standardizer.set_stats(standardization_stats(xs, present, lengths))
 
@@ -200,7 +201,7 @@ def _step(model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, data: Te
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip is not None:
-        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_value_(opt.params, grad_clip)  # the trainable parameters, listed once
     opt.step()
     return terms
 
@@ -333,10 +334,7 @@ def train_fold(
     ``cuda_graphs``: replay full training steps from a CUDA graph on a GPU
     (see :class:`GraphedSteps`; ignored on CPU and for frame-level inputs).
     """
-    missing = [key for key in TRAIN_KEYS if key not in arm]
-    if missing:
-        raise ValueError(f"arm {arm.get('arm', '')!r} does not set {', '.join(map(repr, missing))}: "
-                         "train_fold needs a resolved arm (prmf.config.resolve_arm)")
+    require_keys(arm, TRAIN_KEYS, "train_fold", allow_none=True)
     say = progress or (lambda s: log.info(s))
     t0 = time.perf_counter()
     tune_allocator()

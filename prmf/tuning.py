@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from prmf.config import ConfigError, inactive_keys, resolve_arm, run_arms, training_arms as _training_arms
+from prmf.config import NAMING_KEYS, ConfigError, inactive_keys, resolve_arm, run_arms
+from prmf.config import training_arms as _training_arms
 from prmf.metrics import selection_score
 
 #: hyper-parameters a space may draw (the schema's ``tuning_space``); epochs and early stopping
@@ -103,7 +104,7 @@ class TuningPlan:
     def draw_params(self, config: dict, arm: str, draw: int) -> dict[str, Any]:
         """The resolved arm with draw ``draw``'s values: the parameters of its tune_fold jobs (names
         left out: renaming an arm's display or export name does not rerun its draws)."""
-        params = {k: v for k, v in resolve_arm(config, arm).items() if k not in ("display_name", "export_name")}
+        params = {k: v for k, v in resolve_arm(config, arm).items() if k == "arm" or k not in NAMING_KEYS}
         return {**params, **self.arms[arm].draws[int(draw)]}
 
     def final_params(self, config: dict, arm: str) -> dict[str, Any]:
@@ -463,74 +464,6 @@ def budget_text(budget: Mapping[str, Any] | None) -> str:
     return f"{budget['draws']} draws × {budget['folds']} folds, best draw on {seeds} seed{'s' if seeds != 1 else ''}"
 
 
-def tuning_table(records: Sequence[Mapping[str, Any]], display_names: Mapping[str, str] | None = None,
-                 dataset: str | None = None) -> str:
-    """``tuning.md``: per tuned arm the budget, the chosen values, the best vs the median draw's CV score."""
-    from prmf.markdown import markdown_table
-
-    display_names = display_names or {}
-    rows = []
-    for r in records:
-        b = r["budget"]
-        std = r["cv"].get("std")
-        best = f"{r['cv']['mean']:.4f}" + (f" ± {std:.4f}" if std is not None and math.isfinite(std) else "")
-        rows.append({
-            "Arm": r["arm"],
-            "Method": display_names.get(r["arm"], r["arm"]),
-            "Budget": f"{b['draws']} draws × {b['folds']} folds = {b['runs']} runs",
-            "Space": f"{len(b['keys'])} keys, {b['combinations']} combinations",
-            "Final seeds": str(b["final_seeds"]),
-            "Chosen (draw)": str(r["draw"]),
-            "Chosen values": format_values(r["values"]) + (f"; pinned {format_values(r['pinned'])}"
-                                                            if r.get("pinned") else ""),
-            "Best draw": best,
-            "Median draw": f"{r['median_draw_cv']:.4f}",
-        })
-    metrics = sorted({r["metric"] for r in records})
-    label = " / ".join(METRIC_LABELS.get(m, m) for m in metrics)
-    equal = len({(r["budget"]["draws"], r["budget"]["folds"], r["budget"]["final_seeds"]) for r in records}) <= 1
-    parts = [
-        "## Hyper-parameter tuning",
-        "",
-        (f"Dataset `{dataset}`. " if dataset else "")
-        + "MERBench's protocol: random search (Optuna `RandomSampler`, seeded per arm from `tuning.seed`) over each "
-        "arm's space, every draw trained on every CV fold; the draw with the best mean "
-        f"{label} on the folds' validation parts is retrained on the final seeds, whose runs feed every other "
-        "table. Test splits are never read by the selection. Best / median draw: mean (± std over folds) of "
-        "the metric, as fractions. "
-        + ("Every arm got the same budget." if equal else "**The arms' budgets differ.**"),
-        "",
-        markdown_table(list(rows[0]) if rows else ["Arm"], rows,
-                       ["l", "l", "l", "l", "r", "r", "l", "r", "r"] if rows else None),
-    ]
-    failed = [f"`{r['arm']}`: {r['failed_draws']}" for r in records if r.get("failed_draws")]
-    if failed:
-        parts += ["", f"Draws without a finite CV score (failed, never chosen): {', '.join(failed)}."]
-    return "\n".join(parts) + "\n"
-
-
-def plot_draws(tables: Mapping[str, Any], display_names: Mapping[str, str], metric: str,
-               paths: Sequence[str | Path]) -> None:
-    """The CV score of every draw, sorted best first, one line per arm (± std over folds shaded)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prmf.plots import RC, _colors, save_figure
-
-    with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        colors = _colors(list(tables))
-        for arm, df in tables.items():
-            ok = df[df["status"] == "ok"].sort_values("rank")
-            x = np.arange(1, len(ok) + 1)
-            mean, std = ok["cv_mean"].to_numpy(float), np.nan_to_num(ok["cv_std"].to_numpy(float))
-            ax.plot(x, mean, marker="o", ms=3, color=colors[arm], label=display_names.get(arm, arm))
-            ax.fill_between(x, mean - std, mean + std, color=colors[arm], alpha=0.15, lw=0)
-            ax.plot([1], mean[:1], marker="*", ms=11, color=colors[arm], ls="none")
-        ax.set_xlabel("draw, ranked by its mean over the CV folds (1 = chosen, ★)")
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.set_title("Random search: every draw's CV score (± std over folds)")
-        ax.legend(loc="best")
-        save_figure(fig, paths)
+def budgets_equal(budgets: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether tuned arms' budgets (``draws``, ``folds``, ``final_seeds``) are all the same."""
+    return len({(b["draws"], b["folds"], b["final_seeds"]) for b in budgets}) <= 1

@@ -20,9 +20,9 @@ from prmf.tuning import (
     select_draws,
     training_arms,
     tuning_plan,
-    tuning_table,
     with_chosen,
 )
+from prmf.tables import tuning_table
 
 REPO = Path(__file__).resolve().parent.parent
 MERBENCH_ATTENTION = {"hidden_dim": [64, 128, 256], "dropout": [0.2, 0.3, 0.4, 0.5], "lr": [1.0e-3, 1.0e-4]}

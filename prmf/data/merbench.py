@@ -215,19 +215,13 @@ def _parse_labels(root: Path, problems: list[Problem]) -> _Labels | None:
     out = _Labels([], [], [], [])
     for split in SPLITS:
         key = CORPUS_KEYS[split]
-        if key not in corpora:
+        corpus = corpora.get(key)
+        if not corpus:  # missing or empty: the split has no samples
             sev = "error" if split == "train" else "warning"
+            what = (f"key '{key}' missing (found: {sorted(corpora)}); split '{split}' is empty" if key not in corpora
+                    else f"key '{key}' is empty ({{}}); split '{split}' has no samples")
             problems.append(
-                Problem(sev, str(path), f"key '{key}' missing (found: {sorted(corpora)}); split '{split}' is empty",
-                        "use MERBench's label-6way.npz with train/test1/test2/test3 corpora")
-            )  # fmt: skip
-            continue
-        corpus = corpora[key]
-        if not corpus:
-            sev = "error" if split == "train" else "warning"
-            problems.append(
-                Problem(sev, str(path), f"key '{key}' is empty ({{}}); split '{split}' has no samples",
-                        "use MERBench's label-6way.npz with train/test1/test2/test3 corpora")
+                Problem(sev, str(path), what, "use MERBench's label-6way.npz with train/test1/test2/test3 corpora")
             )  # fmt: skip
             continue
         rows = []

@@ -95,6 +95,10 @@ class FeatureStore:
         """``[n]`` int64 row indices of the samples in ``split``."""
         return np.flatnonzero(self.split == split)
 
+    def present(self, rows: np.ndarray) -> np.ndarray:
+        """``[len(rows), M]`` bool: modality ``m`` (store order) present for each of ``rows``."""
+        return np.stack([~np.asarray(self.missing[m][rows], dtype=bool) for m in self.modalities], axis=1)
+
     def dims(self) -> dict[str, int]:
         """Feature dimension per modality."""
         return {m: int(x.shape[-1]) for m, x in self.features.items()}

@@ -39,6 +39,7 @@ import numpy as np
 
 from prmf.atomic import write_files
 from prmf.data.store import EMOTIONS, SPLITS, FeatureStore, StoreError, read_store, verify_content_hash
+from prmf.data.zero_rows import zero_rows
 from prmf.markdown import markdown_table
 
 MAX_LISTED = 10
@@ -198,7 +199,7 @@ def validate_store(
             "fix or drop these samples in the source",
             f"{m}: all finite", modality=m, samples=list(map(str, names[bad][:MAX_LISTED])),
             count=len(bad))
-        zero = ~np.any(np.nan_to_num(flat) != 0, axis=1)
+        zero = zero_rows(x)  # the rule the store builder flags by (a NaN row is left to `finite`)
         unflagged = np.flatnonzero(zero & ~miss)
         flagged_zero = np.flatnonzero(zero & miss)
         if len(unflagged):

@@ -62,6 +62,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from prmf.losses import TrainingLoss
+
 #: MERBench's batch keys, in our modality order (audio, text, video)
 BATCH_KEYS = ("audios", "texts", "videos")
 #: MERBench's args that hold the input dimensions, same order
@@ -252,13 +254,6 @@ def merbench_inputs(
 # --------------------------------------------------------------------------- models
 
 
-def _loss_terms(arm: Mapping[str, Any]):
-    """The study's objective (:class:`prmf.losses.TrainingLoss`) for ``arm``."""
-    from prmf.losses import TrainingLoss
-
-    return TrainingLoss.from_arm(arm)
-
-
 class MerbenchModel(nn.Module):
     """A prmf model behind MERBench's model interface (module docstring).
 
@@ -287,7 +282,7 @@ class MerbenchModel(nn.Module):
         self.grad_clip = float(clip) if clip is not None else (
             -1.0 if self.arm.get("grad_clip") is None else float(self.arm["grad_clip"]))
         self.total_epochs = int(getattr(args, "epochs", None) or self.arm["epochs"])
-        self.loss_terms = _loss_terms(self.arm)
+        self.loss_terms = TrainingLoss.from_arm(self.arm)
         self.epoch = -1
         self._in_training_pass = False
         self._features: Tensor | None = None
@@ -313,14 +308,7 @@ class MerbenchModel(nn.Module):
 
     def auxiliary_loss(self, out: Any) -> Tensor:
         """``kl_weight * KL + cross_kl_weight * cross-KL + recon_weight * recon`` (scalar), 0 without a VAE."""
-        terms = self.loss_terms
-        loss = out.logits.new_zeros(())
-        if out.mu is not None and out.logvar is not None:
-            loss = loss + terms.kl_weight * terms.kl_term(out.mu, out.logvar, out.present)
-            loss = loss + terms.cross_kl_weight * terms.cross_kl_term(out.mu, out.logvar, out.present)
-        if out.recons is not None and out.targets is not None:
-            loss = loss + terms.recon_weight * terms.recon_term(out.recons, out.targets, out.present)
-        return loss
+        return self.loss_terms.add_auxiliary(out.logits.new_zeros(()), out)[0]
 
     def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """MERBench batch -> ``(features [B, H], emos_out [B, C], vals_out [B, 1], interloss [])``."""

@@ -57,7 +57,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,25 +85,20 @@ _BEGIN_RE = re.compile(rf"^[ \t]*# >>> {MARK}: ", re.MULTILINE)
 
 
 class MerbenchInstallError(RuntimeError):
-    """Base class: install / uninstall refused; nothing was changed."""
+    """Base class: install / uninstall refused at ``path`` because of ``problem``; nothing was changed."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
 
 
 class MerbenchCheckoutError(MerbenchInstallError):
     """The folder is not a MERBench checkout this installer knows: a file or an anchor is missing."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
-
 
 class MerbenchStateError(MerbenchInstallError):
     """The checkout's state conflicts with what install / uninstall would do."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 # --------------------------------------------------------------------------- what is changed
@@ -345,7 +339,6 @@ class InstallReport:
     written: list[Path] = field(default_factory=list)
     edited: list[Path] = field(default_factory=list)
     backups: list[Path] = field(default_factory=list)
-    unchanged: list[Path] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -447,7 +440,6 @@ def install(merbench_dir: str | Path) -> InstallReport:
             if current != render(_read(backup), edit, path):
                 raise MerbenchStateError(path, f"changed since prmf installed into it (backup {backup.name}); "
                                                "run `prmf merbench uninstall --force` to restore the backup")
-            report.unchanged.append(path)
         else:
             todo_edits.append((path, render(current, edit, path)))
     todo_files: list[tuple[Path, str]] = []
@@ -456,7 +448,6 @@ def install(merbench_dir: str | Path) -> InstallReport:
         if path.exists():
             existing = _read(path)
             if existing == content:
-                report.unchanged.append(path)
                 continue
             if not _is_generated(existing):
                 raise MerbenchStateError(path, "exists and was not written by prmf (a model file copied by the "
@@ -551,13 +542,3 @@ def _expected_or_none(original: str, edit: _FileEdit, path: Path) -> str | None:
         return render(original, edit, path)
     except MerbenchInstallError:
         return None
-
-
-def installed_paths(merbench_dir: str | Path) -> Iterable[Path]:
-    """Every path :func:`install` may create or edit (backups included), for listings and tests."""
-    root = Path(merbench_dir)
-    for edit in _edits():
-        yield root / edit.path
-        yield _backup(root / edit.path)
-    for rel in _generated_files():
-        yield root / rel

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from prmf.config import require_keys
+
 from .attention import ProxyCrossModalAttention
 from .base import MultimodalModel
 from .baseline import AttentionBaseline, merbench_state_dict
@@ -103,13 +105,8 @@ PRMF_KEYS = ("fusion", "uncertainty", "tau", "num_attention_heads", "recon_weigh
 
 def _require(arm: Mapping[str, Any], key: str) -> Any:
     """``arm[key]``; a missing (or null) key is a :class:`ValueError` naming it."""
-    value = arm.get(key)
-    if value is None:
-        raise ValueError(
-            f"arm {arm.get('arm', '')!r} does not set '{key}': build_model needs a resolved arm "
-            "(prmf.config.resolve_arm fills every key from the config's training block and the schema's defaults)"
-        )
-    return value
+    require_keys(arm, (key,), "build_model")
+    return arm[key]
 
 
 def _choice(arm: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:

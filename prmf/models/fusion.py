@@ -114,16 +114,8 @@ class UncertaintyWeightedFusion(nn.Module):
             uncertainty are exactly 0 where ``present`` is False.
         """
         u = modality_uncertainty(std, self.uncertainty)
-        if present is None:
-            if self.fusion == "uncertainty":
-                weights = F.softmax((1.0 / (u + UNCERTAINTY_EPS)) / self.tau, dim=1)
-                proxy = (weights.unsqueeze(-1) * mu).sum(dim=1)
-            else:
-                precision = std.pow(-2)  # [B, M, H]
-                total = 1.0 + precision.sum(dim=1)
-                proxy = (precision * mu).sum(dim=1) / total
-                weights = (precision / total.unsqueeze(1)).mean(dim=-1)
-            return proxy, weights, u
+        if present is None:  # no mask: every modality takes part (an all-True mask changes nothing)
+            present = torch.ones(u.shape, dtype=torch.bool, device=u.device)
         u = u.masked_fill(~present, 0.0)
         if self.fusion == "uncertainty":
             logits = (1.0 / (u + UNCERTAINTY_EPS)) / self.tau

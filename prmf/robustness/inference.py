@@ -76,7 +76,6 @@ def populations(store, folds: Mapping, models: list, splits: Sequence[str], devi
     from prmf.train import tensor_set
 
     pops = []
-    mods = store.modalities
     for split in splits:
         if split == "cv":
             specs = folds["folds"]
@@ -90,7 +89,7 @@ def populations(store, folds: Mapping, models: list, splits: Sequence[str], devi
                                  "rerun make_folds") from None
             rows = np.sort(np.concatenate(val_rows))
             pos_of = {r: i for i, r in enumerate(rows)}
-            pop = Population(split, rows, np.stack([~store.missing[m][rows] for m in mods], 1))
+            pop = Population(split, rows, store.present(rows))
             for k, vr in enumerate(val_rows):
                 pop.units.append(Unit([models[k]], np.array([pos_of[r] for r in vr]), tensor_set(store, vr, device)))
         else:
@@ -98,7 +97,7 @@ def populations(store, folds: Mapping, models: list, splits: Sequence[str], devi
             if not len(rows):
                 log.warning("split %s has no samples; skipped", split)
                 continue
-            pop = Population(split, rows, np.stack([~store.missing[m][rows] for m in mods], 1))
+            pop = Population(split, rows, store.present(rows))
             pop.units.append(Unit(list(models), np.arange(len(rows)), tensor_set(store, rows, device)))
         pops.append(pop)
     return pops

@@ -154,12 +154,13 @@ def expected_dims():
     return dict(ds["synthetic"]["dims"]) if ds["source"] == "synthetic" else {}
 
 
-def fold_files(wildcards, name):
-    """The fold files an arm's run reads: those of the arm that trains its model."""
+def fold_files(wildcards, name, seeds=None):
+    """The fold files an arm's run reads (those of the arm that trains its model), for
+    the run's seed or for ``seeds``."""
     return expand(
         f"{RUNS}/{{arm}}/seed{{seed}}/fold{{fold}}/{name}",
         arm=TRAIN_ARM.get(wildcards.arm, wildcards.arm),
-        seed=wildcards.seed,
+        seed=wildcards.seed if seeds is None else seeds,
         fold=FOLDS,
     )
 
@@ -190,8 +191,6 @@ EXTRA_TARGETS = []
 
 
 # ---- report stage: config access and input functions
-from pathlib import Path
-
 from prmf.merbench_results import model_display_names
 
 TABLES = "results/tables"

@@ -109,11 +109,7 @@ rule plot_fusion_weights:
 
 rule plot_training_curves:
     input:
-        histories=lambda wc: expand(
-            f"{RUNS}/{TRAIN_ARM.get(wc.arm, wc.arm)}/seed{{seed}}/fold{{fold}}/history.tsv",
-            seed=arm_seeds(wc.arm),
-            fold=FOLDS,
-        ),
+        histories=lambda wc: fold_files(wc, "history.tsv", seeds=arm_seeds(wc.arm)),
     output:
         png=report(
             f"{PLOTS}/training_curves/{{arm}}.png",

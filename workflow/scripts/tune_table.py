@@ -4,7 +4,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 from prmf.atomic import write_text  # noqa: E402
-from prmf.tuning import read_chosen, tuning_table  # noqa: E402
+from prmf.tables import tuning_table  # noqa: E402
+from prmf.tuning import read_chosen  # noqa: E402
 
 records = [read_chosen(path) for path in snakemake.input.chosen]
 text = tuning_table(records, snakemake.params.display_names, snakemake.params.dataset)
