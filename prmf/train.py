@@ -14,6 +14,7 @@ Seconds per epoch: ``benchmarks/bench_train.py``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import json
@@ -249,20 +250,22 @@ class GraphedSteps:
         if self.graph is None:
             self.opt.zero_grad(set_to_none=True)
             self.graph = torch.cuda.CUDAGraph()
+            if self.generator is not None:
+                self.graph.register_generator_state(self.generator)
             with torch.cuda.graph(self.graph):
                 self.terms = _step(self.model, self.loss_fn, self.opt, self.data, self.idx, self.grad_clip)
         self.graph.replay()
         return self.terms.clone()
 
 
-def train_epoch(model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, train: TensorSet,
-                batch_size: int, gen: torch.Generator, graphed: GraphedSteps | None = None,
-                grad_clip: float | None = None) -> tuple[dict[str, float], int]:
-    """One pass over ``train`` in a random order drawn from ``gen``; returns (summed loss terms, steps).
+def train_epoch_sums(model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, train: TensorSet,
+                     batch_size: int, gen: torch.Generator, graphed: GraphedSteps | None = None,
+                     grad_clip: float | None = None) -> tuple[torch.Tensor, int]:
+    """One pass over ``train`` in a random order drawn from ``gen``; returns (summed loss terms ``[6]``
+    on the device, float64, in :data:`prmf.losses.TERM_KEYS` order; steps).
 
-    The loss terms are summed on the device and read once at the end, so a
-    GPU step never waits for the host. With ``graphed``, full batches replay
-    its CUDA graph.
+    Nothing is read back to the host, so on a GPU the call only queues work.
+    With ``graphed``, full batches replay its CUDA graph.
     """
     model.train()
     n = len(train)
@@ -276,6 +279,14 @@ def train_epoch(model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, tr
         else:
             sums += _step(model, loss_fn, opt, train, idx, grad_clip)
         steps += 1
+    return sums, steps
+
+
+def train_epoch(model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, train: TensorSet,
+                batch_size: int, gen: torch.Generator, graphed: GraphedSteps | None = None,
+                grad_clip: float | None = None) -> tuple[dict[str, float], int]:
+    """:func:`train_epoch_sums` with the sums read back: ``({term: summed value}, steps)``."""
+    sums, steps = train_epoch_sums(model, loss_fn, opt, train, batch_size, gen, graphed, grad_clip)
     return dict(zip(TERM_KEYS, sums.tolist())), steps
 
 
@@ -298,6 +309,8 @@ class FoldResult:
     seconds: float
     device: str
     health: dict = field(default_factory=dict)
+    #: seconds from the process start to this fold's first training step (None where unknown)
+    startup_seconds: float | None = None
 
 
 #: keys of a resolved arm that :func:`train_fold` reads (besides the model's, see ``build_model``)
@@ -308,6 +321,196 @@ TRAIN_KEYS = ("arm", "epochs", "early_stop", "lr", "weight_decay", "batch_size",
 def fold_seed(seed: int, fold: int) -> int:
     """The torch seed of one (seed, fold) job."""
     return int(seed) * 1000 + int(fold)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; 10 ms resolution), else ``None``.
+
+    A training job's start-up -- interpreter, imports, store read, model
+    build -- is this age when its first training step begins.
+    """
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _member_generator(dev: torch.device) -> torch.Generator:
+    """A generator on ``dev`` that continues torch's global RNG from where it stands now.
+
+    After ``torch.manual_seed`` and the model's initialisation a fold's
+    training draws come from this copy, so they are the draws the global RNG
+    would give -- whether the fold trains alone or packed with others.
+    """
+    gen = torch.Generator(device=dev)
+    gen.set_state(torch.cuda.get_rng_state(dev) if dev.type == "cuda" else torch.get_rng_state())
+    return gen
+
+
+def _eval_sets(store: FeatureStore, dev: torch.device) -> dict[str, TensorSet]:
+    """test1/test2/test3 (the non-empty ones) on ``dev``; shared by the members of a pack."""
+    out = {}
+    for split in EVAL_SPLITS[1:]:
+        rows = store.indices(split)
+        if len(rows):
+            out[split] = tensor_set(store, rows, dev)
+    return out
+
+
+class FoldTrainer:
+    """The training of one fold, advanced one epoch at a time.
+
+    :func:`train_fold` runs one to the end; :func:`train_pack` interleaves
+    several in one process. Everything random in a fold comes from its own
+    generators (the batch order from a CPU generator, the model's draws from
+    :func:`_member_generator`), both seeded by :func:`fold_seed`, so a fold
+    gives the same numbers alone or packed. On a GPU each fold runs on its own
+    CUDA stream, so the (small) kernels of several folds overlap on the device.
+
+    Use: ``launch_epoch()`` (queues the epoch's training steps), then
+    ``finish_epoch()`` (validation, selection, early stopping) until
+    :attr:`done`; then :meth:`result`.
+    """
+
+    def __init__(self, store: FeatureStore, folds: dict, fold: int, arm: dict, seed: int, dev: torch.device, *,
+                 say: Callable[[str], None], cuda_graphs: bool = True,
+                 eval_sets: dict[str, TensorSet] | None = None) -> None:
+        require_keys(arm, TRAIN_KEYS, "train_fold", allow_none=True)
+        self.t0 = time.perf_counter()
+        self.arm, self.seed, self.fold, self.dev, self.say = arm, int(seed), int(fold), dev, say
+        self.n_classes = len(store.class_names)
+        self.mods = store.modalities
+        torch.manual_seed(fold_seed(seed, fold))
+        self.order_gen = torch.Generator(device="cpu").manual_seed(fold_seed(seed, fold))
+
+        spec = folds["folds"][fold]
+        row_of = {n: i for i, n in enumerate(store.names)}
+        try:
+            tr_rows = np.array([row_of[n] for n in spec["train"]])
+            va_rows = np.array([row_of[n] for n in spec["val"]])
+        except KeyError as e:
+            raise ValueError(f"folds.json names sample {e} that is not in the feature store; "
+                             "the store changed after the folds were made: rerun make_folds") from None
+        self.train = tensor_set(store, tr_rows, dev)
+        self.sets = {"val": tensor_set(store, va_rows, dev),
+                     **(eval_sets if eval_sets is not None else _eval_sets(store, dev))}
+
+        frame = list(store.frame_level().values())
+        self.model = build_model(arm, list(store.dims().values()), self.n_classes, frame_level=frame).to(dev)
+        if arm["standardize"] == "zscore":
+            fit_standardizer(self.model, store, tr_rows)
+            say(f"standardize: z-scores fitted on the fold's {len(tr_rows)} training samples")
+        self.generator = _member_generator(dev)
+        self.model.set_generator(self.generator)
+        self.loss_fn = TrainingLoss.from_arm(arm)
+        self.opt = make_optimizer(self.model, arm["lr"], arm["weight_decay"])
+        self.grad_clip = None if arm["grad_clip"] is None else float(arm["grad_clip"])
+        self.stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+        if self.stream is not None:  # the fold's tensors were made on the default stream
+            self.stream.wait_stream(torch.cuda.current_stream(dev))
+        self.graphed = (GraphedSteps(self.model, self.loss_fn, self.opt, self.train, int(arm["batch_size"]),
+                                     grad_clip=self.grad_clip, generator=self.generator)
+                        if use_cuda_graphs(cuda_graphs, dev, frame) else None)
+        if self.graphed is not None:
+            say("CUDA graphs: a full training step is captured once and replayed")
+
+        self.epochs, self.batch_size = int(arm["epochs"]), int(arm["batch_size"])
+        self.patience = None if arm["early_stop"] is None else int(arm["early_stop"])
+        self.valence_weight = float(arm["valence_weight_in_selection"])
+        self.best_score, self.best_epoch, self.best_state, self.since_best = -float("inf"), -1, None, 0
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.done = self.epochs <= 0
+        self.first_step_age: float | None = None
+        self._pending: tuple[torch.Tensor, int, float] | None = None
+
+    def _on_stream(self):
+        """A context running work on this fold's CUDA stream (a no-op on CPU)."""
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def launch_epoch(self) -> None:
+        """Queue one pass over the training part (on a GPU: asynchronously, on the fold's stream)."""
+        if self.first_step_age is None:
+            self.first_step_age = process_age()
+        te = time.perf_counter()
+        self.model.set_epoch(self.epoch, self.epochs)
+        with self._on_stream():
+            sums, steps = train_epoch_sums(self.model, self.loss_fn, self.opt, self.train, self.batch_size,
+                                           self.order_gen, self.graphed, self.grad_clip)
+        self._pending = (sums, steps, te)
+
+    def finish_epoch(self) -> None:
+        """Validate the epoch just trained, keep the best weights, decide on early stopping."""
+        sums_t, steps, te = self._pending
+        self._pending = None
+        with self._on_stream():
+            sums = dict(zip(TERM_KEYS, sums_t.tolist()))
+            val_pred = predict(self.model, self.sets["val"])
+        vm = val_pred.metrics()
+        score = selection_score(vm, self.valence_weight)
+        epoch, epochs = self.epoch, self.epochs
+        row = {"epoch": epoch, **{f"train_{k}": s / max(steps, 1) for k, s in sums.items()},
+               "val_f1": vm["f1"], "val_acc": vm["acc"],
+               "val_mse": float("nan") if vm["val_mse"] is None else vm["val_mse"],
+               "val_score": score, "modality_dropout_rate": float(self.model.modality_dropout_rate)}
+        w = np.nanmean(val_pred.fusion_weights, axis=0) if np.isfinite(val_pred.fusion_weights).any() \
+            else np.full(len(self.mods), np.nan)
+        row.update({f"weight_{m}": float(w[j]) for j, m in enumerate(self.mods)})
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch, self.since_best = score, epoch, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.since_best += 1
+        row["seconds"] = time.perf_counter() - te
+        self.history.append(row)
+        self.say(f"epoch {epoch + 1:3d}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
+                 f"val f1 {vm['f1']:.4f} acc {vm['acc']:.4f} mse {row['val_mse']:.4f} "
+                 f"score {score:.4f}{' *' if improved else ''} p_drop {row['modality_dropout_rate']:.3f} "
+                 f"({row['seconds']:.2f}s)")
+        self.epoch += 1
+        if self.patience is not None and self.since_best >= self.patience:
+            self.say(f"early stop: no improvement for {self.patience} epochs (best epoch {self.best_epoch + 1})")
+            self.done = True
+        elif self.epoch >= epochs:
+            self.done = True
+
+    def result(self) -> FoldResult:
+        """Restore the best epoch's weights, predict every split once, assess the fold's health."""
+        model = self.model
+        if self.best_state is None:  # no finite selection score in any epoch (e.g. the loss went NaN)
+            self.say("no epoch had a finite selection score: keeping the last epoch's weights")
+            self.best_epoch, self.best_state = len(self.history) - 1, copy.deepcopy(model.state_dict())
+        model.load_state_dict(self.best_state)
+        with self._on_stream():
+            preds = {split: predict(model, data) for split, data in self.sets.items()}
+        metrics = {split: p.metrics() for split, p in preds.items()}
+        metrics["val"]["best_epoch"] = self.best_epoch
+        health = assess_fold(
+            preds["val"].labels, max((float(r["val_acc"]) for r in self.history), default=float("nan")),
+            [r["train_loss"] for r in self.history], self.n_classes,
+        )
+        self.say(health_line(self.arm["arm"], self.seed, self.fold, health))
+        return FoldResult(
+            state_dict={k: v.detach().cpu() for k, v in self.best_state.items()},
+            history=self.history,
+            best_epoch=self.best_epoch,
+            epochs_run=len(self.history),
+            predictions=preds,
+            metrics=metrics,
+            seconds=time.perf_counter() - self.t0,
+            device=str(self.dev),
+            health=health,
+            startup_seconds=self.first_step_age,
+        )
+
+
+def _setup(device: str, threads: int, say: Callable[[str], None]) -> torch.device:
+    tune_allocator()
+    torch.set_num_threads(int(threads))
+    return resolve_device(device, warn=say)
 
 
 def train_fold(
@@ -334,103 +537,53 @@ def train_fold(
     ``cuda_graphs``: replay full training steps from a CUDA graph on a GPU
     (see :class:`GraphedSteps`; ignored on CPU and for frame-level inputs).
     """
-    require_keys(arm, TRAIN_KEYS, "train_fold", allow_none=True)
     say = progress or (lambda s: log.info(s))
-    t0 = time.perf_counter()
-    tune_allocator()
-    torch.set_num_threads(int(threads))
-    dev = resolve_device(device, warn=say)
-    torch.manual_seed(fold_seed(seed, fold))
-    gen = torch.Generator(device="cpu").manual_seed(fold_seed(seed, fold))
+    dev = _setup(device, threads, say)
+    trainer = FoldTrainer(store, folds, fold, arm, seed, dev, say=say, cuda_graphs=cuda_graphs)
+    while not trainer.done:
+        trainer.launch_epoch()
+        trainer.finish_epoch()
+    return trainer.result()
 
-    spec = folds["folds"][fold]
-    row_of = {n: i for i, n in enumerate(store.names)}
-    try:
-        tr_rows = np.array([row_of[n] for n in spec["train"]])
-        va_rows = np.array([row_of[n] for n in spec["val"]])
-    except KeyError as e:
-        raise ValueError(f"folds.json names sample {e} that is not in the feature store; "
-                         "the store changed after the folds were made: rerun make_folds") from None
-    train = tensor_set(store, tr_rows, dev)
-    sets = {"val": tensor_set(store, va_rows, dev)}
-    for split in EVAL_SPLITS[1:]:
-        rows = store.indices(split)
-        if len(rows):
-            sets[split] = tensor_set(store, rows, dev)
 
-    dims = list(store.dims().values())
-    frame = list(store.frame_level().values())
-    model = build_model(arm, dims, len(store.class_names), frame_level=frame).to(dev)
-    if arm["standardize"] == "zscore":
-        fit_standardizer(model, store, tr_rows)
-        say(f"standardize: z-scores fitted on the fold's {len(tr_rows)} training samples")
-    loss_fn = TrainingLoss.from_arm(arm)
-    opt = make_optimizer(model, arm["lr"], arm["weight_decay"])
-    grad_clip = None if arm["grad_clip"] is None else float(arm["grad_clip"])
-    graphed = (GraphedSteps(model, loss_fn, opt, train, int(arm["batch_size"]), grad_clip=grad_clip)
-               if use_cuda_graphs(cuda_graphs, dev, frame) else None)
-    if graphed is not None:
-        say("CUDA graphs: a full training step is captured once and replayed")
+def train_pack(
+    store: FeatureStore,
+    folds: dict,
+    members: list[tuple[int, int]],
+    arm: dict,
+    device: str = "auto",
+    threads: int = 1,
+    progress: Callable[[str], None] | None = None,
+    cuda_graphs: bool = True,
+) -> list[FoldResult]:
+    """Train ``arm`` on several ``(seed, fold)`` members in one process; one result per member, in order.
 
-    epochs, bs = int(arm["epochs"]), int(arm["batch_size"])
-    patience = None if arm["early_stop"] is None else int(arm["early_stop"])
-    vw = float(arm["valence_weight_in_selection"])
-    best_score, best_epoch, best_state, since_best = -float("inf"), -1, None, 0
-    history: list[dict] = []
-    mods = store.modalities
-    for epoch in range(epochs):
-        te = time.perf_counter()
-        model.set_epoch(epoch, epochs)
-        sums, steps = train_epoch(model, loss_fn, opt, train, bs, gen, graphed, grad_clip)
-        val_pred = predict(model, sets["val"])
-        vm = val_pred.metrics()
-        score = selection_score(vm, vw)
-        row = {"epoch": epoch, **{f"train_{k}": s / max(steps, 1) for k, s in sums.items()},
-               "val_f1": vm["f1"], "val_acc": vm["acc"],
-               "val_mse": float("nan") if vm["val_mse"] is None else vm["val_mse"],
-               "val_score": score, "modality_dropout_rate": float(model.modality_dropout_rate)}
-        w = np.nanmean(val_pred.fusion_weights, axis=0) if np.isfinite(val_pred.fusion_weights).any() \
-            else np.full(len(mods), np.nan)
-        row.update({f"weight_{m}": float(w[j]) for j, m in enumerate(mods)})
-        improved = score > best_score
-        if improved:
-            best_score, best_epoch, since_best = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since_best += 1
-        row["seconds"] = time.perf_counter() - te
-        history.append(row)
-        say(f"epoch {epoch + 1:3d}/{epochs} loss {row.get('train_loss', float('nan')):.4f} "
-            f"val f1 {vm['f1']:.4f} acc {vm['acc']:.4f} mse {row['val_mse']:.4f} "
-            f"score {score:.4f}{' *' if improved else ''} p_drop {row['modality_dropout_rate']:.3f} "
-            f"({row['seconds']:.2f}s)")
-        if patience is not None and since_best >= patience:
-            say(f"early stop: no improvement for {patience} epochs (best epoch {best_epoch + 1})")
-            break
-
-    if best_state is None:  # no finite selection score in any epoch (e.g. the loss went NaN)
-        say("no epoch had a finite selection score: keeping the last epoch's weights")
-        best_epoch, best_state = len(history) - 1, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    preds = {split: predict(model, data) for split, data in sets.items()}
-    metrics = {split: p.metrics() for split, p in preds.items()}
-    metrics["val"]["best_epoch"] = best_epoch
-    health = assess_fold(
-        preds["val"].labels, max(float(r["val_acc"]) for r in history),
-        [r["train_loss"] for r in history], len(store.class_names),
-    )
-    say(health_line(arm["arm"], seed, fold, health))
-    return FoldResult(
-        state_dict={k: v.detach().cpu() for k, v in best_state.items()},
-        history=history,
-        best_epoch=best_epoch,
-        epochs_run=len(history),
-        predictions=preds,
-        metrics=metrics,
-        seconds=time.perf_counter() - t0,
-        device=str(dev),
-        health=health,
-    )
+    Each member is exactly the :func:`train_fold` of its seed and fold: its
+    own data order, model draws, early stopping and best-epoch selection (a
+    stopped member takes no more steps). The members advance epoch by epoch
+    in turn; on a GPU each queues its epoch on its own CUDA stream before any
+    is validated, so their kernels run side by side on the device. The pack
+    pays the process start, imports and store read once, and shares the test
+    sets. Progress lines are prefixed ``[seed S fold F]``.
+    """
+    say = progress or (lambda s: log.info(s))
+    if len(set(members)) != len(members):
+        raise ValueError(f"train_pack: a (seed, fold) member is listed twice: {members}")
+    dev = _setup(device, threads, say)
+    shared = _eval_sets(store, dev)
+    trainers = []
+    for seed, fold in members:
+        tag = f"[seed {seed} fold {fold}] "
+        trainers.append(FoldTrainer(store, folds, fold, arm, seed, dev, cuda_graphs=cuda_graphs, eval_sets=shared,
+                                    say=lambda line, tag=tag: say(tag + line)))
+    active = [t for t in trainers if not t.done]
+    while active:
+        for trainer in active:
+            trainer.launch_epoch()
+        for trainer in active:
+            trainer.finish_epoch()
+        active = [t for t in active if not t.done]
+    return [t.result() for t in trainers]
 
 
 def train_fold_from_files(

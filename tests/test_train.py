@@ -8,7 +8,7 @@ import torch
 
 from prmf.data.folds import make_folds
 from prmf.data.synthetic import SyntheticConfig, generate
-from prmf.train import resolve_device, train_fold
+from prmf.train import process_age, resolve_device, train_fold, train_pack
 
 #: what the tests change of the study's arms: a small model, 4 short epochs, the dropout warm-up in reach
 TEST_SIZE = {"hidden_dim": 16, "num_attention_heads": 2, "dropout": 0.2, "lr": 3e-3, "batch_size": 32,
@@ -206,3 +206,48 @@ def test_fold_health_is_recorded(data, exp4_arm):
     res = train_fold(store, folds, 0, exp4_arm, seed=0, device="cpu")
     assert set(res.health) >= {"collapsed", "reasons", "majority_rate", "best_val_acc"}
     assert res.health["best_val_acc"] == pytest.approx(max(h["val_acc"] for h in res.history))
+
+
+def _same_fold(packed, alone):
+    """Two FoldResults of one (seed, fold) agree in every number but the timings."""
+    assert packed.best_epoch == alone.best_epoch and packed.epochs_run == alone.epochs_run
+    assert packed.state_dict.keys() == alone.state_dict.keys()
+    for key in alone.state_dict:
+        torch.testing.assert_close(packed.state_dict[key], alone.state_dict[key], rtol=0, atol=0)
+    for split, pred in alone.predictions.items():
+        np.testing.assert_array_equal(packed.predictions[split].logits, pred.logits)
+        np.testing.assert_array_equal(packed.predictions[split].valence, pred.valence)
+        np.testing.assert_array_equal(packed.predictions[split].uncertainty, pred.uncertainty)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(packed.history) == drop(alone.history)
+    assert packed.metrics == alone.metrics and packed.health == alone.health
+
+
+@pytest.mark.parametrize("name", ["exp4", "baseline"])
+def test_packed_members_equal_the_folds_trained_alone(data, study_arm, name):
+    store, folds = data
+    # early stopping with a short patience: the members stop at different epochs, and a
+    # stopped member must take no further step while the others go on
+    arm = study_arm(name, **{**TEST_SIZE, "epochs": 12, "early_stop": 2, "lr": 0.03})
+    members = [(3, 0), (3, 1), (5, 0), (6, 1)]
+    packed = train_pack(store, folds, members, arm, device="cpu")
+    alone = [train_fold(store, folds, fold, arm, seed, device="cpu") for seed, fold in members]
+    assert len({r.epochs_run for r in alone}) > 1, "test setup: members should stop at different epochs"
+    for p, a in zip(packed, alone):
+        _same_fold(p, a)
+    # members differ from each other (own seeds, own folds)
+    assert not np.array_equal(packed[0].predictions["test1"].logits, packed[2].predictions["test1"].logits)
+
+
+def test_pack_refuses_a_repeated_member(data, exp4_arm):
+    store, folds = data
+    with pytest.raises(ValueError, match="listed twice"):
+        train_pack(store, folds, [(0, 0), (0, 0)], exp4_arm, device="cpu")
+
+
+def test_startup_seconds_is_the_process_age_at_the_first_step(data, exp4_arm):
+    store, folds = data
+    before = process_age()
+    res = train_fold(store, folds, 0, {**exp4_arm, "epochs": 1}, seed=0, device="cpu")
+    after = process_age()
+    assert before is not None and before <= res.startup_seconds <= after

@@ -59,6 +59,19 @@ class MultimodalModel(nn.Module):
         """Set the modality-dropout rate for 0-based ``epoch`` of ``total_epochs``."""
         self.modality_dropout.set_epoch(epoch, total_epochs)
 
+    def set_generator(self, generator: torch.Generator | None) -> None:
+        """Draw every random number of a training forward pass from ``generator``.
+
+        Input and hidden dropout, modality dropout and the VAE's sampling then
+        use ``generator`` (on the model's device) instead of torch's global
+        RNG, so several models trained in one process (a packed fold job,
+        :func:`prmf.train.train_pack`) each follow their own stream, in
+        whatever order their steps run. ``None``: back to the global RNG.
+        """
+        for module in self.modules():
+            if module is not self and hasattr(module, "generator"):
+                module.generator = generator
+
     @property
     def modality_dropout_rate(self) -> float:
         """Current ``p(e)``; 0.0 when modality dropout is switched off."""

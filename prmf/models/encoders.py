@@ -238,6 +238,8 @@ class VariationalEncoders(nn.Module):
         m = len(self.inputs)
         self.shared = nn.Sequential(StackedLinear(m, hidden_dim, hidden_dim), nn.ReLU())
         self.heads = StackedLinear(m, hidden_dim, 2 * hidden_dim)
+        #: the reparameterisation noise's source (None: torch's global RNG); see MultimodalModel.set_generator
+        self.generator: torch.Generator | None = None
 
     def forward(
         self, xs: list[Tensor], lengths: list[Tensor | None]
@@ -251,7 +253,7 @@ class VariationalEncoders(nn.Module):
         if self.training:
             # a contiguous draw: randn_like would keep std's transposed strides, and torch's CPU
             # normal_ fills a non-contiguous tensor element by element
-            eps = torch.randn(std.shape, dtype=std.dtype, device=std.device)
+            eps = torch.randn(std.shape, dtype=std.dtype, device=std.device, generator=self.generator)
             z = mu + eps * std
         else:
             z = mu

@@ -137,6 +137,8 @@ class ModalityDropout(nn.Module):
         self.rate = 0.0
         #: set by :class:`prmf.train.GraphedSteps`: draw from the device-side rate every step
         self.graph_safe = False
+        #: the draws' source (None: torch's global RNG); see MultimodalModel.set_generator
+        self.generator: torch.Generator | None = None
         self.register_buffer("modes", drop_modes(num_modalities), persistent=False)
         self.register_buffer("rate_tensor", torch.zeros(()), persistent=False)
 
@@ -152,10 +154,12 @@ class ModalityDropout(nn.Module):
         if not self.training or not self.enabled:
             return present
         if self.graph_safe:  # same kernels whatever the rate: a captured graph stays valid
-            return apply_modality_dropout(present, self.rate_tensor, modes=self.modes, unit=self.unit)
+            return apply_modality_dropout(present, self.rate_tensor, modes=self.modes, unit=self.unit,
+                                          generator=self.generator)
         if self.rate <= 0:
             return present
-        return apply_modality_dropout(present, self.rate, modes=self.modes, unit=self.unit)
+        return apply_modality_dropout(present, self.rate, modes=self.modes, unit=self.unit,
+                                      generator=self.generator)
 
     def extra_repr(self) -> str:
         return (f"enabled={self.enabled}, p_max={self.p_max}, warmup_epochs={self.warmup_epochs}, "
