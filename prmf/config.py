@@ -32,7 +32,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = PACKAGE_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 #: keys of ``training`` that are job plumbing, not hyper-parameters of an arm
-RUNTIME_KEYS = ("threads", "device", "cuda_graphs")
+RUNTIME_KEYS = ("threads", "device", "cuda_graphs", "pack")
+#: ``training.pack`` values: fold models per training job
+PACK_MODES = ("auto", "none", "folds", "seeds")
 
 
 class ConfigError(ValueError):
@@ -287,10 +289,25 @@ def training_uses_gpu(device: str, environ: Mapping[str, str] | None = None,
     return cuda_visible(environ, driver_dir)
 
 
+def resolve_pack(pack: str, uses_gpu: bool) -> str:
+    """``training.pack`` as the workflow applies it: ``auto`` -> ``seeds`` on a GPU, ``none`` on a CPU.
+
+    On a GPU one fold leaves the device mostly idle, and the members of a pack
+    run their kernels side by side; on a CPU the cores are better used by
+    separate fold jobs (``README.md``, *Speed*, has the measurements).
+    """
+    if pack not in PACK_MODES:
+        raise ConfigError(f"training.pack must be one of {', '.join(PACK_MODES)}, got {pack!r}")
+    if pack == "auto":
+        return "seeds" if uses_gpu else "none"
+    return pack
+
+
 def runtime_settings(config: dict) -> dict[str, Any]:
-    """Job plumbing shared by all arms (threads, device, CUDA graphs)."""
+    """Job plumbing shared by all arms (threads, device, CUDA graphs, packing)."""
     t = _training(config)
-    return {"threads": t["threads"], "device": t["device"], "cuda_graphs": bool(t["cuda_graphs"])}
+    return {"threads": t["threads"], "device": t["device"], "cuda_graphs": bool(t["cuda_graphs"]),
+            "pack": t.get("pack", "auto")}
 
 
 #: keys that act only with the VAE, and only with modality dropout

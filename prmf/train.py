@@ -311,6 +311,8 @@ class FoldResult:
     health: dict = field(default_factory=dict)
     #: seconds from the process start to this fold's first training step (None where unknown)
     startup_seconds: float | None = None
+    #: fold models trained in the same process (1: the fold alone; see train_pack)
+    pack_size: int = 1
 
 
 #: keys of a resolved arm that :func:`train_fold` reads (besides the model's, see ``build_model``)
@@ -583,7 +585,10 @@ def train_pack(
         for trainer in active:
             trainer.finish_epoch()
         active = [t for t in active if not t.done]
-    return [t.result() for t in trainers]
+    results = [t.result() for t in trainers]
+    for res in results:
+        res.pack_size = len(results)
+    return results
 
 
 def train_fold_from_files(
@@ -598,6 +603,21 @@ def train_fold_from_files(
     result = train_fold(store, read_folds(folds_path), int(fold), arm, int(seed), device=device,
                         cuda_graphs=cuda_graphs, threads=threads, progress=progress)
     return result, store
+
+
+def train_pack_from_files(
+    store_path: str | Path, folds_path: str | Path, members: list[tuple[int, int]], arm: dict, *,
+    device: str = "auto", cuda_graphs: bool = True, threads: int = 1, progress: Callable[[str], None] | None = None,
+) -> tuple[list[FoldResult], FeatureStore]:
+    """:func:`train_pack` on the store and folds files of a pipeline job; returns the results and the store."""
+    from prmf.data.folds import read_folds
+    from prmf.data.store import read_store
+
+    store = read_store(store_path)
+    members = [(int(seed), int(fold)) for seed, fold in members]
+    results = train_pack(store, read_folds(folds_path), members, arm, device=device, cuda_graphs=cuda_graphs,
+                         threads=threads, progress=progress)
+    return results, store
 
 
 def fold_output_paths(outdir: str | Path) -> dict[str, Path]:
@@ -627,7 +647,9 @@ def save_fold(result: FoldResult, store: FeatureStore, arm: dict, seed: int, fol
             "store_hash": store.content_hash, "device": result.device}
     info = {"arm": arm["arm"], "seed": seed, "fold": fold, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 3),
-            "device": result.device, "health": result.health, "metrics": result.metrics}
+            "device": result.device, "startup_seconds": None if result.startup_seconds is None else round(result.startup_seconds, 3),
+            "pack_size": result.pack_size,
+            "health": result.health, "metrics": result.metrics}
     write_files({
         model: torch_bytes(result.state_dict),
         predictions: fold_payload(result.predictions, store.class_names, store.modalities, args),

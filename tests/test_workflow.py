@@ -282,12 +282,57 @@ def test_training_uses_gpu_without_importing_torch(tmp_path):
     assert training_uses_gpu("cuda:1", {}, tmp_path / "none")
 
 
-@pytest.mark.parametrize(("device", "gpu"), [("cpu", 0), ("cuda", 1)])
-def test_fold_jobs_take_a_gpu_only_when_training_on_one(tmp_path, device, gpu):
-    """On CPU the fold jobs ask for no GPU, so --resources gpu=1 does not serialise them."""
+@pytest.mark.parametrize(("device", "gpu", "rule", "jobs"),
+                         [("cpu", 0, "train_fold", 4), ("cuda", 1, "train_pack", 2)])
+def test_fold_jobs_take_a_gpu_only_when_training_on_one(tmp_path, device, gpu, rule, jobs):
+    """On CPU the fold jobs ask for no GPU, so --resources gpu=1 does not serialise them; on a
+    GPU (training.pack: auto) each arm's seeds x folds train as one GPU job."""
     project = make_tiny_project(tmp_path, training={"device": device})
     proc = run_snakemake(project, "-n", "--resources", "gpu=1")
     blocks = (proc.stdout + proc.stderr).split("\n\n")
-    train = [b for b in blocks if re.search(r"^\s*rule train_fold:", b, re.M)]
-    assert len(train) == 4
+    train = [b for b in blocks if re.search(rf"^\s*rule {rule}:", b, re.M)]
+    assert len(train) == jobs
     assert all(re.search(rf"resources: .*gpu={gpu}\b", b) for b in train), train[0]
+
+
+@pytest.mark.parametrize(("pack", "jobs"), [("folds", 2), ("seeds", 2)])
+def test_pack_plans_one_job_per_pack(tmp_path, pack, jobs):
+    """training.pack: one job per arm x seed (folds) or per arm (seeds), writing every fold's files."""
+    project = make_tiny_project(tmp_path, training={"pack": pack}, seeds=[0, 1])
+    proc = run_snakemake(project, "-n")
+    counts = jobs_run(proc)
+    assert "train_fold" not in counts
+    assert counts["train_pack"] == (4 if pack == "folds" else 2)
+    text = proc.stdout + proc.stderr
+    for arm in ("baseline", "exp4"):
+        for seed in (0, 1):
+            for fold in (0, 1):
+                assert f"results/runs/tiny/{arm}/seed{seed}/fold{fold}/model.pt" in text
+
+
+def test_packed_study_equals_the_study_trained_fold_by_fold(tiny_study, tmp_path):
+    """training.pack: seeds writes the same per-fold files -- same numbers -- and the same tables;
+    a rerun has nothing to do."""
+    project, _ = tiny_study
+    packed = make_tiny_project(tmp_path, training={"pack": "seeds"})
+    proc = run_snakemake(packed)
+    counts = jobs_run(proc)
+    assert counts["train_pack"] == 2 and "train_fold" not in counts
+    for arm in ("baseline", "exp4"):
+        for fold in (0, 1):
+            rel = f"results/runs/tiny/{arm}/seed0/fold{fold}"
+            with np.load(project / rel / "predictions.npz", allow_pickle=False) as a, \
+                    np.load(packed / rel / "predictions.npz", allow_pickle=False) as b:
+                for key in a.files:
+                    if key != "args_json":
+                        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{rel} {key}")
+            info = json.loads((packed / rel / "metrics.json").read_text())
+            alone = json.loads((project / rel / "metrics.json").read_text())
+            assert info["pack_size"] == 2 and alone["pack_size"] == 1
+            assert info["metrics"] == alone["metrics"] and info["best_epoch"] == alone["best_epoch"]
+            assert info["startup_seconds"] > 0
+        log = (packed / f"results/logs/tiny/train/{arm}/pack.log").read_text()
+        assert "[seed 0 fold 1] epoch" in log
+    for table in ("comparison.md", "ablation.md"):
+        assert (packed / "results/tables" / table).read_text() == (project / "results/tables" / table).read_text()
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run_snakemake(packed))

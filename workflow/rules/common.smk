@@ -65,6 +65,7 @@ if PRMF_SOURCE is not None and (PRMF_SOURCE / "prmf" / "__init__.py").is_file():
 from prmf.config import (
     validate_config,
     resolve_arm,
+    resolve_pack,
     run_arms,
     runtime_settings,
     training_uses_gpu,
@@ -96,6 +97,8 @@ TUNING_DIR = f"results/tuning/{DATASET}"
 # once; a tuned arm reads its own
 TRAIN_ARM = training_arms(config, TUNING)
 TRAINED_ARMS = sorted(set(TRAIN_ARM.values()))
+# fold models per training job (training.pack; auto = seeds on a GPU, none on a CPU)
+PACK = resolve_pack(RUNTIME["pack"], TRAIN_GPU == 1)
 
 
 wildcard_constraints:
@@ -163,6 +166,26 @@ def fold_files(wildcards, name, seeds=None):
         seed=wildcards.seed if seeds is None else seeds,
         fold=FOLDS,
     )
+
+
+def pack_files(name, seeds=None):
+    """Outputs ``name`` of a pack job: each fold of the job's ``{arm}`` x ``{seed}``
+    (``seeds=None``), or each of ``seeds`` x folds of its ``{arm}``."""
+    if seeds is None:
+        return [f"{RUNS}/{{arm}}/seed{{seed}}/fold{fold}/{name}" for fold in FOLDS]
+    return [f"{RUNS}/{{arm}}/seed{s}/fold{f}/{name}" for s in seeds for f in FOLDS]
+
+
+def pack_members(wildcards, seeds=None):
+    """The (seed, fold) members of a pack job, in the order of :func:`pack_files`."""
+    seeds = [int(wildcards.seed)] if seeds is None else seeds
+    return [[int(s), f] for s in seeds for f in FOLDS]
+
+
+def seed_packed_arms(tuned):
+    """Trained arms of a ``pack: seeds`` rule: the tuned ones (their seeds are tuning's
+    final_seeds) or the others (the study's seeds)."""
+    return [a for a in TRAINED_ARMS if bool(TUNING.tuned(a)) == tuned]
 
 
 def summaries(arms=None):
