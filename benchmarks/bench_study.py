@@ -23,7 +23,9 @@ What it does, all in a temporary folder:
    process, so its per-fold time is its wall time / 5.
 
 It prints the wall time, fold jobs per minute, per-fold seconds (median of the
-Snakemake benchmark files) and test1 accuracy (fold ensemble) per arm, and the
+Snakemake benchmark files; a pack job's time shared by its folds, ``--pack``),
+start-up seconds per fold (process start to first step, ``metrics.json``'s
+``startup_seconds`` over the pack size) and test1 accuracy (fold ensemble) per arm, and the
 ratio to MERBench's per-fold time. Nothing here is copied from MERBench.
 """
 
@@ -87,6 +89,11 @@ def write_merbench_folder(root: Path, scale: float, seed: int = 0, separation: f
     return sizes
 
 
+def job_seconds(benchmark: Path) -> float:
+    """Wall seconds of a job from its Snakemake ``benchmark:`` file."""
+    return float(benchmark.read_text().splitlines()[1].split("\t")[0])
+
+
 def run_ours(work: Path, data: Path, args: argparse.Namespace) -> dict:
     """The study through Snakemake in ``work``; returns wall time and per-arm rows."""
     for part in ("workflow", "config"):
@@ -95,7 +102,7 @@ def run_ours(work: Path, data: Path, args: argparse.Namespace) -> dict:
     overlay = {
         "dataset": {"root": str(data), "features": FEATURES, "import_workers": args.cores},
         "cv": {"folds": 5}, "seeds": list(range(args.seeds)),
-        "training": {"epochs": args.epochs, "threads": args.threads, "device": args.device},
+        "training": {"epochs": args.epochs, "threads": args.threads, "device": args.device, "pack": args.pack},
         "arms": {"baseline_merbench": {"epochs": args.epochs},
                  "baseline_merbench_es": {"base": "baseline_merbench", "epochs": args.epochs,
                                           "early_stop": args.patience,
@@ -112,13 +119,21 @@ def run_ours(work: Path, data: Path, args: argparse.Namespace) -> dict:
     if proc.returncode:
         sys.exit(f"snakemake failed:\n{proc.stderr[-4000:]}")
     rows = []
+    bench_dir = work / "results/benchmarks/MER2023/train"
     for arm in arms:
-        secs = [float(f.read_text().splitlines()[1].split("\t")[0])
-                for f in (work / "results/benchmarks/MER2023/train").glob(f"{arm}/seed*/fold*.tsv")]
+        infos = [json.loads(f.read_text())
+                 for f in (work / "results/runs/MER2023").glob(f"{arm}/seed*/fold*/metrics.json")]
+        # a training job's wall time (Snakemake benchmark file) shared by the folds it trained
+        per_fold = [job_seconds(f) for f in bench_dir.glob(f"{arm}/seed*/fold*.tsv")]
+        for f in [*bench_dir.glob(f"{arm}/pack.tsv"), *bench_dir.glob(f"{arm}/seed*/pack.tsv")]:
+            size = next(i["pack_size"] for i in infos)
+            per_fold += [job_seconds(f) / size] * size
+        startup = [i["startup_seconds"] / i["pack_size"] for i in infos if i.get("startup_seconds") is not None]
         sums = [json.loads((work / t).read_text()) for t in targets if f"/{arm}/" in t]
         rows.append({
             "side": "ours", "arm": arm,
-            "per_fold_s": statistics.median(secs) if secs else float("nan"), "fold_jobs": len(secs),
+            "per_fold_s": statistics.median(per_fold) if per_fold else float("nan"), "fold_jobs": len(per_fold),
+            "startup_s": statistics.median(startup) if startup else float("nan"),
             "epochs_run": statistics.median(e for s in sums for e in s["epochs_run"]),
             "test1_acc": statistics.mean(s["metrics"]["test1"]["acc"] for s in sums),
         })
@@ -149,6 +164,7 @@ def run_merbench(work: Path, data: Path, merbench: Path, args: argparse.Namespac
     test1 = [p.name for p in (work / "saved-trimodal" / "result").glob("test1_*.npz")]
     acc = float(re.search(r"_acc:(\d+\.\d+)", test1[0]).group(1)) if test1 else float("nan")
     return {"side": "MERBench", "arm": "attention (main-release.py)", "per_fold_s": wall / 5, "fold_jobs": 5,
+            "startup_s": float("nan"),
             "epochs_run": args.epochs, "test1_acc": acc, "wall_s": wall}
 
 
@@ -162,6 +178,8 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--threads", type=int, default=2, help="CPU threads per fold job and for MERBench (2)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--pack", default="auto", choices=["auto", "none", "folds", "seeds"],
+                    help="training.pack: fold models per training job (default auto: seeds on a GPU, none on CPU)")
     ap.add_argument("--merbench", type=Path, default=None, help="MERBench/ folder of a MERTools checkout")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     args = ap.parse_args()
@@ -178,15 +196,18 @@ def main() -> None:
         import torch
 
         print(f"MER2023-shaped data x {args.scale}: {sizes}; dims {DIMS}; {args.epochs} epochs max; "
-              f"torch {torch.__version__}, {args.cores} cores, {args.threads} threads per fold job")
+              f"torch {torch.__version__}, {args.cores} cores, {args.threads} threads per training job, "
+              f"training.pack {args.pack}")
         print(f"ours: {ours['fold_jobs']} fold jobs in {ours['wall_s']:.1f} s wall through Snakemake "
               f"({ours['fold_jobs'] / ours['wall_s'] * 60:.1f} fold jobs/min)")
         print()
-        print("| side | arm | per-fold s (median) | epochs run (median) | test1 ACC | MERBench per-fold s / ours |")
-        print("|---|---|--:|--:|--:|--:|")
+        print("| side | arm | per-fold s (median) | start-up s per fold | epochs run (median) | test1 ACC "
+              "| MERBench per-fold s / ours |")
+        print("|---|---|--:|--:|--:|--:|--:|")
         for r in rows:
             ratio = f"{mb['per_fold_s'] / r['per_fold_s']:.2f}" if mb else "–"
-            print(f"| {r['side']} | {r['arm']} | {r['per_fold_s']:.1f} | {r['epochs_run']:.0f} | "
+            startup = "–" if r["startup_s"] != r["startup_s"] else f"{r['startup_s']:.2f}"
+            print(f"| {r['side']} | {r['arm']} | {r['per_fold_s']:.1f} | {startup} | {r['epochs_run']:.0f} | "
                   f"{r['test1_acc']:.3f} | {ratio} |")
         if not mb:
             print("\n(MERBench's loop not run: pass --merbench DIR for the side-by-side rows)")

@@ -289,18 +289,35 @@ def training_uses_gpu(device: str, environ: Mapping[str, str] | None = None,
     return cuda_visible(environ, driver_dir)
 
 
-def resolve_pack(pack: str, uses_gpu: bool) -> str:
-    """``training.pack`` as the workflow applies it: ``auto`` -> ``seeds`` on a GPU, ``none`` on a CPU.
+def resolve_pack(pack: str, uses_gpu: bool, *, arms: int, seeds: int, slots: int, cluster: bool = False) -> str:
+    """``training.pack`` as the workflow applies it; ``auto`` chooses the largest pack that keeps
+    the machine busy.
 
-    On a GPU one fold leaves the device mostly idle, and the members of a pack
-    run their kernels side by side; on a CPU the cores are better used by
-    separate fold jobs (``README.md``, *Speed*, has the measurements).
+    * on a cluster (``cluster``: a non-local executor, or a job re-parsing the
+      workflow on a node) -> ``none``: one fold per job, each with its own
+      allocation, and the same rules on the submitting and the executing side;
+    * training on a GPU -> ``seeds``: one job per arm; its seeds x folds run
+      side by side on the device, where one fold leaves it mostly idle;
+    * on a CPU with ``slots`` jobs at once (cores / ``training.threads``):
+      ``seeds`` when there are at least as many trained ``arms`` as slots,
+      else ``folds`` when ``arms x seeds`` fill them, else ``none``. A pack
+      pays the process start, imports and store read once for all its folds.
+
+    Measurements behind the choice: ``README.md``, *Speed*.
     """
     if pack not in PACK_MODES:
         raise ConfigError(f"training.pack must be one of {', '.join(PACK_MODES)}, got {pack!r}")
-    if pack == "auto":
-        return "seeds" if uses_gpu else "none"
-    return pack
+    if pack != "auto":
+        return pack
+    if cluster:
+        return "none"
+    if uses_gpu:
+        return "seeds"
+    if arms >= slots:
+        return "seeds"
+    if arms * seeds >= slots:
+        return "folds"
+    return "none"
 
 
 def runtime_settings(config: dict) -> dict[str, Any]:

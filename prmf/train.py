@@ -647,8 +647,8 @@ def save_fold(result: FoldResult, store: FeatureStore, arm: dict, seed: int, fol
             "store_hash": store.content_hash, "device": result.device}
     info = {"arm": arm["arm"], "seed": seed, "fold": fold, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 3),
-            "device": result.device, "startup_seconds": None if result.startup_seconds is None else round(result.startup_seconds, 3),
-            "pack_size": result.pack_size,
+            "device": result.device, "pack_size": result.pack_size,
+            "startup_seconds": None if result.startup_seconds is None else round(result.startup_seconds, 3),
             "health": result.health, "metrics": result.metrics}
     write_files({
         model: torch_bytes(result.state_dict),

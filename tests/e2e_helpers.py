@@ -46,6 +46,8 @@ TINY_CONFIG: dict = {
     "training": {
         "epochs": 2, "early_stop": 2, "batch_size": 32, "hidden_dim": 16,
         "num_attention_heads": 2, "threads": 1, "device": "cpu",
+        # one fold per job, the per-fold logs and benchmarks these tests read (packs: test_workflow)
+        "pack": "none",
     },
     "arms": study_arms(),
     "run_arms": list(TINY_ARMS),

@@ -251,3 +251,19 @@ def test_startup_seconds_is_the_process_age_at_the_first_step(data, exp4_arm):
     res = train_fold(store, folds, 0, {**exp4_arm, "epochs": 1}, seed=0, device="cpu")
     after = process_age()
     assert before is not None and before <= res.startup_seconds <= after
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("graphs", [True, False])
+def test_packed_members_on_cuda_match_the_folds_trained_alone(data, study_arm, graphs):
+    """On a GPU the members run on their own CUDA streams (and graphs); the numbers are a fold's own.
+    Kernels may differ in summation order between runs, so equal within float32 noise."""
+    store, folds = data
+    arm = study_arm("exp4", **{**TEST_SIZE, "epochs": 8, "early_stop": 3})
+    members = [(0, 0), (0, 1), (1, 0)]
+    packed = train_pack(store, folds, members, arm, device="cuda", cuda_graphs=graphs)
+    for (seed, fold), p in zip(members, packed):
+        a = train_fold(store, folds, fold, arm, seed, device="cuda", cuda_graphs=graphs)
+        assert p.best_epoch == a.best_epoch and p.epochs_run == a.epochs_run
+        for split in a.predictions:
+            np.testing.assert_allclose(p.predictions[split].logits, a.predictions[split].logits, rtol=1e-4, atol=1e-5)

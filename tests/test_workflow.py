@@ -127,14 +127,15 @@ def test_default_study_trains_identical_arms_once(tmp_path):
     for part in ("workflow", "config"):
         shutil.copytree(REPO / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    n_runs = len(cfg["seeds"]) * cfg["cv"]["folds"]
     proc = run_snakemake(tmp_path, "-n")
     counts = jobs_run(proc)
     n_arms = len(cfg["run_arms"])
     assert {"robust_v1", "exp1"} <= set(cfg["run_arms"])
-    assert counts["train_fold"] == (n_arms - 1) * n_runs  # exp1 reads robust_v1's folds
+    # training.pack: auto with 2 cores and 8 trained arms: one job per arm
+    assert cfg["training"].get("pack", "auto") == "auto" and "train_fold" not in counts
+    assert counts["train_pack"] == n_arms - 1  # exp1 reads robust_v1's folds
     assert counts["aggregate_run"] == n_arms * len(cfg["seeds"])  # both rows appear
-    assert "wildcards: arm=exp1, seed=0, fold=0" not in proc.stdout + proc.stderr
+    assert "/exp1/seed0/fold0/model.pt" not in proc.stdout + proc.stderr
 
 
 def test_study_runs_every_job(tiny_study):
@@ -282,12 +283,13 @@ def test_training_uses_gpu_without_importing_torch(tmp_path):
     assert training_uses_gpu("cuda:1", {}, tmp_path / "none")
 
 
-@pytest.mark.parametrize(("device", "gpu", "rule", "jobs"),
-                         [("cpu", 0, "train_fold", 4), ("cuda", 1, "train_pack", 2)])
-def test_fold_jobs_take_a_gpu_only_when_training_on_one(tmp_path, device, gpu, rule, jobs):
+@pytest.mark.parametrize(("device", "pack", "gpu", "rule", "jobs"),
+                         [("cpu", "none", 0, "train_fold", 4), ("cuda", "none", 1, "train_fold", 4),
+                          ("cuda", "auto", 1, "train_pack", 2)])
+def test_fold_jobs_take_a_gpu_only_when_training_on_one(tmp_path, device, pack, gpu, rule, jobs):
     """On CPU the fold jobs ask for no GPU, so --resources gpu=1 does not serialise them; on a
     GPU (training.pack: auto) each arm's seeds x folds train as one GPU job."""
-    project = make_tiny_project(tmp_path, training={"device": device})
+    project = make_tiny_project(tmp_path, training={"device": device, "pack": pack})
     proc = run_snakemake(project, "-n", "--resources", "gpu=1")
     blocks = (proc.stdout + proc.stderr).split("\n\n")
     train = [b for b in blocks if re.search(rf"^\s*rule {rule}:", b, re.M)]
@@ -336,3 +338,27 @@ def test_packed_study_equals_the_study_trained_fold_by_fold(tiny_study, tmp_path
     for table in ("comparison.md", "ablation.md"):
         assert (packed / "results/tables" / table).read_text() == (project / "results/tables" / table).read_text()
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run_snakemake(packed))
+
+
+@pytest.mark.parametrize(("cores", "seeds", "rule", "jobs"),
+                         [(2, [0], "train_pack", 2), (4, [0, 1], "train_pack", 4), (8, [0, 1], "train_fold", 8)])
+def test_auto_pack_on_a_cpu_fills_the_cores(tmp_path, cores, seeds, rule, jobs):
+    """auto: packs of an arm's seeds x folds when the arms fill the cores, of an arm x seed's
+    folds when those do, else one fold per job."""
+    project = make_tiny_project(tmp_path, training={"pack": "auto"}, seeds=seeds)
+    counts = jobs_run(run_snakemake(project, "-n", cores=cores))
+    assert counts.get(rule) == jobs, counts
+
+
+def test_resolve_pack():
+    from prmf.config import ConfigError, resolve_pack
+
+    kw = dict(arms=7, seeds=5, slots=16)
+    assert resolve_pack("auto", True, **kw) == "seeds"  # GPU
+    assert resolve_pack("auto", True, cluster=True, **kw) == "none"  # cluster: one fold per job
+    assert resolve_pack("auto", False, **kw) == "folds"  # 35 arm x seed packs fill 16 slots
+    assert resolve_pack("auto", False, arms=7, seeds=5, slots=4) == "seeds"
+    assert resolve_pack("auto", False, arms=2, seeds=2, slots=8) == "none"
+    assert resolve_pack("folds", True, cluster=True, **kw) == "folds"  # explicit values are kept
+    with pytest.raises(ConfigError, match="training.pack"):
+        resolve_pack("arm", False, **kw)

@@ -97,8 +97,28 @@ TUNING_DIR = f"results/tuning/{DATASET}"
 # once; a tuned arm reads its own
 TRAIN_ARM = training_arms(config, TUNING)
 TRAINED_ARMS = sorted(set(TRAIN_ARM.values()))
-# fold models per training job (training.pack; auto = seeds on a GPU, none on a CPU)
-PACK = resolve_pack(RUNTIME["pack"], TRAIN_GPU == 1)
+
+
+def job_slots():
+    """Training jobs that can run at once here: --cores / training.threads."""
+    try:
+        cores = workflow.cores
+    except Exception:  # no --cores (a dry run without a profile, a cluster run)
+        cores = None
+    return max(1, int(cores or os.cpu_count() or 1) // int(RUNTIME["threads"]))
+
+
+# fold models per training job (training.pack; prmf.config.resolve_pack): auto packs an
+# arm's seeds x folds on a GPU or when the arms fill the cores, and keeps one fold per
+# job on a cluster (the executing node re-parses the workflow and must see the same rules)
+PACK = resolve_pack(
+    RUNTIME["pack"],
+    TRAIN_GPU == 1,
+    arms=len(TRAINED_ARMS),
+    seeds=len(SEEDS),
+    slots=job_slots(),
+    cluster=workflow.remote_exec or not workflow.local_exec,
+)
 
 
 wildcard_constraints:
