@@ -3,6 +3,8 @@ and MERBench's own training loop side by side on the same data.
 
     python benchmarks/bench_study.py --scale 0.2                       # our side only
     python benchmarks/bench_study.py --scale 0.2 --merbench ~/MERTools/MERBench
+    # the paper's study on a GPU: 7 arms x 5 seeds x 5 folds at MER2023's size
+    python benchmarks/bench_study.py --scale 1 --seeds 5 --epochs 150 --arms paper --device cuda
 
 What it does, all in a temporary folder:
 
@@ -59,6 +61,8 @@ TRAIN_PROPORTIONS = np.array([871, 822, 689, 383, 462, 146], dtype=float)
 #: the arms timed by default: MERBench's protocol (the side-by-side row), the same with
 #: early stopping, and the paper's protocol for the baseline and full P-RMF
 DEFAULT_ARMS = "baseline_merbench,baseline_merbench_es,baseline,exp4"
+#: ``--arms paper``: the paper's seven arms (Table of SEED.md; exp1 trains once with robust_v1)
+PAPER_ARMS = "baseline,robust_v1,exp1,exp2,exp3,exp4,exp5"
 
 
 def write_merbench_folder(root: Path, scale: float, seed: int = 0, separation: float = 0.08,
@@ -98,15 +102,20 @@ def run_ours(work: Path, data: Path, args: argparse.Namespace) -> dict:
     """The study through Snakemake in ``work``; returns wall time and per-arm rows."""
     for part in ("workflow", "config"):
         shutil.copytree(REPO / part, work / part, ignore=shutil.ignore_patterns("__pycache__"))
-    arms = args.arms.split(",")
+    patiences = [int(x) for x in str(args.patience).split(",")]
+    arms = []
+    for arm in (PAPER_ARMS if args.arms == "paper" else args.arms).split(","):
+        # baseline_merbench_es: MERBench's protocol with early stopping, one arm per --patience value
+        arms += [f"baseline_merbench_es{p}" for p in patiences] if arm == "baseline_merbench_es" else [arm]
+    early_stop_arms = {
+        f"baseline_merbench_es{p}": {"base": "baseline_merbench", "epochs": args.epochs, "early_stop": p,
+                                     "display_name": f"Baseline (v0), MERBench protocol + early stop {p}"}
+        for p in patiences}
     overlay = {
         "dataset": {"root": str(data), "features": FEATURES, "import_workers": args.cores},
         "cv": {"folds": 5}, "seeds": list(range(args.seeds)),
         "training": {"epochs": args.epochs, "threads": args.threads, "device": args.device, "pack": args.pack},
-        "arms": {"baseline_merbench": {"epochs": args.epochs},
-                 "baseline_merbench_es": {"base": "baseline_merbench", "epochs": args.epochs,
-                                          "early_stop": args.patience,
-                                          "display_name": "Baseline (v0), MERBench protocol + early stop"}},
+        "arms": {"baseline_merbench": {"epochs": args.epochs}, **early_stop_arms},
         "run_arms": arms,
     }
     (work / "bench.yaml").write_text(yaml.safe_dump(overlay))
@@ -171,10 +180,12 @@ def run_merbench(work: Path, data: Path, merbench: Path, args: argparse.Namespac
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=0.2, help="MER2023 split sizes x this (default 0.2)")
-    ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"our arms (default {DEFAULT_ARMS})")
+    ap.add_argument("--arms", default=DEFAULT_ARMS,
+                    help=f"our arms, or 'paper' for the paper's seven ({PAPER_ARMS}); default {DEFAULT_ARMS}")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=100, help="epoch limit of every arm and of MERBench (100)")
-    ap.add_argument("--patience", type=int, default=20, help="early stop of baseline_merbench_es (20)")
+    ap.add_argument("--patience", default="20",
+                    help="early stop(s) of baseline_merbench_es, comma-separated: one arm each (default 20)")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--threads", type=int, default=2, help="CPU threads per fold job and for MERBench (2)")
     ap.add_argument("--device", default="auto")

@@ -19,6 +19,7 @@ import copy
 import ctypes
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -309,7 +310,8 @@ class FoldResult:
     seconds: float
     device: str
     health: dict = field(default_factory=dict)
-    #: seconds from the process start to this fold's first training step (None where unknown)
+    #: seconds from the process start to the job's first training step (in a pack: the first
+    #: member's; None where unknown)
     startup_seconds: float | None = None
     #: fold models trained in the same process (1: the fold alone; see train_pack)
     pack_size: int = 1
@@ -368,8 +370,10 @@ class FoldTrainer:
     several in one process. Everything random in a fold comes from its own
     generators (the batch order from a CPU generator, the model's draws from
     :func:`_member_generator`), both seeded by :func:`fold_seed`, so a fold
-    gives the same numbers alone or packed. On a GPU each fold runs on its own
-    CUDA stream, so the (small) kernels of several folds overlap on the device.
+    gives the same numbers alone or packed. ``own_stream`` (a pack's members
+    on a GPU): all the fold's device work -- training, validation, the copies
+    of its best weights -- goes to its own CUDA stream, so the (small) kernels
+    of several folds overlap on the device.
 
     Use: ``launch_epoch()`` (queues the epoch's training steps), then
     ``finish_epoch()`` (validation, selection, early stopping) until
@@ -378,7 +382,7 @@ class FoldTrainer:
 
     def __init__(self, store: FeatureStore, folds: dict, fold: int, arm: dict, seed: int, dev: torch.device, *,
                  say: Callable[[str], None], cuda_graphs: bool = True,
-                 eval_sets: dict[str, TensorSet] | None = None) -> None:
+                 eval_sets: dict[str, TensorSet] | None = None, own_stream: bool = False) -> None:
         require_keys(arm, TRAIN_KEYS, "train_fold", allow_none=True)
         self.t0 = time.perf_counter()
         self.arm, self.seed, self.fold, self.dev, self.say = arm, int(seed), int(fold), dev, say
@@ -409,14 +413,14 @@ class FoldTrainer:
         self.loss_fn = TrainingLoss.from_arm(arm)
         self.opt = make_optimizer(self.model, arm["lr"], arm["weight_decay"])
         self.grad_clip = None if arm["grad_clip"] is None else float(arm["grad_clip"])
-        self.stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
-        if self.stream is not None:  # the fold's tensors were made on the default stream
-            self.stream.wait_stream(torch.cuda.current_stream(dev))
         self.graphed = (GraphedSteps(self.model, self.loss_fn, self.opt, self.train, int(arm["batch_size"]),
                                      grad_clip=self.grad_clip, generator=self.generator)
                         if use_cuda_graphs(cuda_graphs, dev, frame) else None)
         if self.graphed is not None:
             say("CUDA graphs: a full training step is captured once and replayed")
+        self.stream = torch.cuda.Stream(dev) if own_stream and dev.type == "cuda" else None
+        if self.stream is not None:  # everything above was made on the default stream
+            self.stream.wait_stream(torch.cuda.current_stream(dev))
 
         self.epochs, self.batch_size = int(arm["epochs"]), int(arm["batch_size"])
         self.patience = None if arm["early_stop"] is None else int(arm["early_stop"])
@@ -437,8 +441,8 @@ class FoldTrainer:
         if self.first_step_age is None:
             self.first_step_age = process_age()
         te = time.perf_counter()
-        self.model.set_epoch(self.epoch, self.epochs)
-        with self._on_stream():
+        with self._on_stream():  # set_epoch writes the device-side dropout rate the steps read
+            self.model.set_epoch(self.epoch, self.epochs)
             sums, steps = train_epoch_sums(self.model, self.loss_fn, self.opt, self.train, self.batch_size,
                                            self.order_gen, self.graphed, self.grad_clip)
         self._pending = (sums, steps, te)
@@ -450,6 +454,10 @@ class FoldTrainer:
         with self._on_stream():
             sums = dict(zip(TERM_KEYS, sums_t.tolist()))
             val_pred = predict(self.model, self.sets["val"])
+            self._select(val_pred, sums, steps, te)
+
+    def _select(self, val_pred: Predictions, sums: dict[str, float], steps: int, te: float) -> None:
+        """Record the epoch's row, copy the weights when the selection score improved, check early stop."""
         vm = val_pred.metrics()
         score = selection_score(vm, self.valence_weight)
         epoch, epochs = self.epoch, self.epochs
@@ -482,12 +490,13 @@ class FoldTrainer:
     def result(self) -> FoldResult:
         """Restore the best epoch's weights, predict every split once, assess the fold's health."""
         model = self.model
-        if self.best_state is None:  # no finite selection score in any epoch (e.g. the loss went NaN)
-            self.say("no epoch had a finite selection score: keeping the last epoch's weights")
-            self.best_epoch, self.best_state = len(self.history) - 1, copy.deepcopy(model.state_dict())
-        model.load_state_dict(self.best_state)
         with self._on_stream():
+            if self.best_state is None:  # no finite selection score in any epoch (e.g. the loss went NaN)
+                self.say("no epoch had a finite selection score: keeping the last epoch's weights")
+                self.best_epoch, self.best_state = len(self.history) - 1, copy.deepcopy(model.state_dict())
+            model.load_state_dict(self.best_state)
             preds = {split: predict(model, data) for split, data in self.sets.items()}
+            state = {k: v.detach().cpu() for k, v in self.best_state.items()}
         metrics = {split: p.metrics() for split, p in preds.items()}
         metrics["val"]["best_epoch"] = self.best_epoch
         health = assess_fold(
@@ -496,7 +505,7 @@ class FoldTrainer:
         )
         self.say(health_line(self.arm["arm"], self.seed, self.fold, health))
         return FoldResult(
-            state_dict={k: v.detach().cpu() for k, v in self.best_state.items()},
+            state_dict=state,
             history=self.history,
             best_epoch=self.best_epoch,
             epochs_run=len(self.history),
@@ -577,7 +586,7 @@ def train_pack(
     for seed, fold in members:
         tag = f"[seed {seed} fold {fold}] "
         trainers.append(FoldTrainer(store, folds, fold, arm, seed, dev, cuda_graphs=cuda_graphs, eval_sets=shared,
-                                    say=lambda line, tag=tag: say(tag + line)))
+                                    own_stream=len(members) > 1, say=lambda line, tag=tag: say(tag + line)))
     active = [t for t in trainers if not t.done]
     while active:
         for trainer in active:
@@ -586,8 +595,9 @@ def train_pack(
             trainer.finish_epoch()
         active = [t for t in active if not t.done]
     results = [t.result() for t in trainers]
-    for res in results:
-        res.pack_size = len(results)
+    ages = [r.startup_seconds for r in results if r.startup_seconds is not None]
+    for res in results:  # the job's start-up: process start to its first training step
+        res.pack_size, res.startup_seconds = len(results), (min(ages) if ages else None)
     return results
 
 
@@ -627,6 +637,23 @@ def fold_output_paths(outdir: str | Path) -> dict[str, Path]:
             "metrics": outdir / "metrics.json", "history": outdir / "history.tsv"}
 
 
+def history_tsv(rows: list[dict]) -> str:
+    """The epoch rows as ``history.tsv``: a header of the first row's keys, one line per epoch,
+    NaN as an empty field -- the text ``pandas.DataFrame(rows).to_csv(sep="\\t", index=False)``
+    writes, without importing pandas in every training job."""
+    if not rows:
+        return "\n"
+    keys = list(rows[0])
+
+    def cell(value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return str(value)
+
+    lines = ["\t".join(keys)] + ["\t".join(cell(row.get(k)) for k in keys) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def save_fold(result: FoldResult, store: FeatureStore, arm: dict, seed: int, fold: int, *,
               model: str | Path, predictions: str | Path, metrics: str | Path, history: str | Path) -> None:
     """Write ``model.pt`` (state dict), ``predictions.npz``, ``metrics.json``, ``history.tsv`` of one fold.
@@ -638,8 +665,6 @@ def save_fold(result: FoldResult, store: FeatureStore, arm: dict, seed: int, fol
     Raises:
         prmf.atomic.OutputError: naming the file that could not be written.
     """
-    import pandas as pd
-
     from prmf.atomic import torch_bytes, write_files
     from prmf.predictions import fold_payload
 
@@ -654,5 +679,5 @@ def save_fold(result: FoldResult, store: FeatureStore, arm: dict, seed: int, fol
         model: torch_bytes(result.state_dict),
         predictions: fold_payload(result.predictions, store.class_names, store.modalities, args),
         metrics: json.dumps(info, indent=2) + "\n",
-        history: pd.DataFrame(result.history).to_csv(sep="\t", index=False),
+        history: history_tsv(result.history),
     })

@@ -267,3 +267,47 @@ def test_packed_members_on_cuda_match_the_folds_trained_alone(data, study_arm, g
         assert p.best_epoch == a.best_epoch and p.epochs_run == a.epochs_run
         for split in a.predictions:
             np.testing.assert_allclose(p.predictions[split].logits, a.predictions[split].logits, rtol=1e-4, atol=1e-5)
+
+
+def test_history_tsv_is_the_text_pandas_writes(data, study_arm):
+    import pandas as pd
+
+    from prmf.train import history_tsv
+
+    store, folds = data
+    res = train_fold(store, folds, 0, study_arm("baseline", **TEST_SIZE), seed=0, device="cpu")
+    rows = [{**r, "val_mse": float("nan")} if i == 1 else r for i, r in enumerate(res.history)]
+    text = history_tsv(rows)
+    assert text == pd.DataFrame(rows).to_csv(sep="\t", index=False)
+    assert "\t\t" in text.splitlines()[2]  # the NaN is an empty field
+
+
+def test_a_training_job_imports_no_table_plot_or_stats_library(tmp_path):
+    """A fold job (store read, training, all four files written) imports neither pandas, scikit-learn,
+    scipy nor matplotlib: each costs start-up in every one of a study's jobs."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, yaml
+from prmf.config import resolve_arm, validate_config
+from prmf.data.folds import make_folds, write_folds
+from prmf.data.store import write_store
+from prmf.data.synthetic import SyntheticConfig, generate
+from prmf.train import save_fold, train_fold_from_files, fold_output_paths
+cfg = yaml.safe_load(open("config/config.yaml")); validate_config(cfg)
+heavy = ("pandas", "sklearn", "scipy", "matplotlib")
+store = generate(SyntheticConfig(scale=0.05, dims={{"audio": 6, "text": 8, "video": 5}}))
+write_store(r"{tmp_path}/s.h5", store); write_folds(r"{tmp_path}/f.json", make_folds(store, 2, seed=0))
+for m in [m for m in sys.modules if m.split(".")[0] in heavy]:
+    del sys.modules[m]
+arm = {{**resolve_arm(cfg, "exp4"), "epochs": 1}}
+res, st = train_fold_from_files(r"{tmp_path}/s.h5", r"{tmp_path}/f.json", 0, arm, 0, device="cpu")
+save_fold(res, st, arm, 0, 0, **fold_output_paths(r"{tmp_path}/out"))
+print(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
+"""
+    from e2e_helpers import REPO
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert (tmp_path / "out" / "history.tsv").read_text().startswith("epoch\t")
