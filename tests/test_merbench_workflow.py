@@ -81,8 +81,9 @@ def test_paper_config_runs_on_merbench_folder(tmp_path):
     (project / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     targets = [f"results/runs/MER2023/{arm}/seed0/summary.json" for arm in tiny["run_arms"]]
     proc = run_snakemake(project, "--configfile", "config/mer2023.yaml", "tiny.yaml", "--", *targets)
-    # robust_v1 and exp1 are one model: trained once, read by both
-    assert jobs_run(proc)["train_fold"] == 5 * 2
+    # robust_v1 and exp1 are one model: trained once, read by both; training.pack: auto on 2
+    # cores packs each trained arm's seeds x folds into one job
+    assert jobs_run(proc)["train_pack"] == 5
     assert not (project / "results/runs/MER2023/exp1/seed0/fold0").exists()
     v1 = json.loads((project / targets[2]).read_text())
     e1 = json.loads((project / targets[3]).read_text())

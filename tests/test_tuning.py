@@ -338,3 +338,23 @@ def test_changing_one_arms_space_reruns_only_that_arm(tuned_study, tmp_path):
     for rule in ("tune_fold", "tune_select", "train_fold", "aggregate_run", "evaluate_robustness"):
         jobs = _wildcard_jobs(proc, rule)
         assert jobs and all("arm=exp4" in w for w in jobs), (rule, jobs)
+
+
+@pytest.mark.e2e
+def test_packed_tuning_chooses_the_same_draws(tuned_study, tmp_path):
+    """training.pack: seeds -- one tune_pack job per arm x draw (its folds in one process), one
+    train_pack_tuned job per tuned arm -- gives the same draws table, choice and tables."""
+    from e2e_helpers import jobs_run, make_tiny_project, run_snakemake
+
+    project, _ = tuned_study
+    packed = make_tiny_project(tmp_path, tuning=TINY_TUNING, training={"pack": "seeds"})
+    counts = jobs_run(run_snakemake(packed))
+    assert counts["tune_pack"] == 2 * 3 and "tune_fold" not in counts  # arms x draws
+    assert counts["train_pack_tuned"] == 2 and "train_fold" not in counts
+    for arm in ("baseline", "exp4"):
+        for name in ("draws.tsv", "chosen.yaml"):
+            rel = f"results/tuning/tiny/{arm}/{name}"
+            assert (packed / rel).read_text() == (project / rel).read_text(), rel
+        assert (packed / f"results/logs/tiny/tune/{arm}/draw0/pack.log").read_text().count("[seed") >= 4
+    for table in ("comparison.md", "tuning.md"):
+        assert (packed / "results/tables" / table).read_text() == (project / "results/tables" / table).read_text()

@@ -317,6 +317,11 @@ def tune_metrics(wildcards):
     ]
 
 
+def tune_pack_files(name):
+    """Outputs ``name`` of a tune_pack job: each fold of its ``{arm}`` x ``{draw}``."""
+    return [f"{TUNING_DIR}/{{arm}}/draw{{draw}}/fold{fold}/{name}" for fold in FOLDS]
+
+
 def selection_job(wildcards):
     """Everything tune_select needs to know about one arm's search (plain values)."""
     at = TUNING.arms[wildcards.arm]
