@@ -10,6 +10,13 @@ All features live as tensors on the device; a batch is an index into them
 (no Dataset, no collate); evaluation runs under ``torch.inference_mode``; test
 sets are predicted once, with the best weights; Adam is :class:`prmf.optim.LeanAdam`.
 Seconds per epoch: ``benchmarks/bench_train.py``.
+
+:class:`FoldTrainer` holds one fold's state and advances it an epoch at a time;
+:func:`train_fold` runs one fold, :func:`train_pack` several in one process (a
+``training.pack`` job: one process start for all of them, and on a GPU their
+kernels side by side on per-fold CUDA streams), each with exactly the numbers
+it gets alone. :func:`train_and_save_folds` is the workflow's training job.
+Seconds per study: ``benchmarks/bench_study.py``.
 """
 
 from __future__ import annotations
@@ -575,7 +582,7 @@ def train_pack(
     in turn; on a GPU each queues its epoch on its own CUDA stream before any
     is validated, so their kernels run side by side on the device. The pack
     pays the process start, imports and store read once, and shares the test
-    sets. Progress lines are prefixed ``[seed S fold F]``.
+    sets. Progress lines are prefixed ``[seed S fold F]`` (when there are several).
     """
     say = progress or (lambda s: log.info(s))
     if len(set(members)) != len(members):
@@ -584,7 +591,7 @@ def train_pack(
     shared = _eval_sets(store, dev)
     trainers = []
     for seed, fold in members:
-        tag = f"[seed {seed} fold {fold}] "
+        tag = f"[seed {seed} fold {fold}] " if len(members) > 1 else ""
         trainers.append(FoldTrainer(store, folds, fold, arm, seed, dev, cuda_graphs=cuda_graphs, eval_sets=shared,
                                     own_stream=len(members) > 1, say=lambda line, tag=tag: say(tag + line)))
     active = [t for t in trainers if not t.done]
@@ -601,20 +608,6 @@ def train_pack(
     return results
 
 
-def train_fold_from_files(
-    store_path: str | Path, folds_path: str | Path, fold: int, arm: dict, seed: int, *, device: str = "auto",
-    cuda_graphs: bool = True, threads: int = 1, progress: Callable[[str], None] | None = None,
-) -> tuple[FoldResult, FeatureStore]:
-    """:func:`train_fold` on the store and folds files of a pipeline job; returns the result and the store."""
-    from prmf.data.folds import read_folds
-    from prmf.data.store import read_store
-
-    store = read_store(store_path)
-    result = train_fold(store, read_folds(folds_path), int(fold), arm, int(seed), device=device,
-                        cuda_graphs=cuda_graphs, threads=threads, progress=progress)
-    return result, store
-
-
 def train_pack_from_files(
     store_path: str | Path, folds_path: str | Path, members: list[tuple[int, int]], arm: dict, *,
     device: str = "auto", cuda_graphs: bool = True, threads: int = 1, progress: Callable[[str], None] | None = None,
@@ -628,6 +621,28 @@ def train_pack_from_files(
     results = train_pack(store, read_folds(folds_path), members, arm, device=device, cuda_graphs=cuda_graphs,
                          threads=threads, progress=progress)
     return results, store
+
+
+def train_and_save_folds(
+    store_path: str | Path, folds_path: str | Path, members: list[tuple[int, int]], arm: dict, *,
+    predictions: list, metrics: list, histories: list, models: list | None = None,
+    device: str = "auto", cuda_graphs: bool = True, threads: int = 1, progress: Callable[[str], None] | None = None,
+) -> None:
+    """A training job of the workflow: train the ``(seed, fold)`` members of ``arm`` (one alone,
+    several as a pack, :func:`train_pack`) and write each member's files (:func:`save_fold`).
+
+    The file lists run parallel to ``members``. ``models=None``: the weights are not kept
+    (tuning draws: nothing reads them).
+    """
+    import tempfile
+
+    results, store = train_pack_from_files(store_path, folds_path, members, arm, device=device,
+                                           cuda_graphs=cuda_graphs, threads=threads, progress=progress)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, ((seed, fold), result) in enumerate(zip(members, results)):
+            model = models[i] if models is not None else Path(tmp) / f"model{i}.pt"
+            save_fold(result, store, arm, seed, fold, model=model, predictions=predictions[i],
+                      metrics=metrics[i], history=histories[i])
 
 
 def fold_output_paths(outdir: str | Path) -> dict[str, Path]:

@@ -294,7 +294,7 @@ from prmf.config import resolve_arm, validate_config
 from prmf.data.folds import make_folds, write_folds
 from prmf.data.store import write_store
 from prmf.data.synthetic import SyntheticConfig, generate
-from prmf.train import save_fold, train_fold_from_files, fold_output_paths
+from prmf.train import train_and_save_folds
 cfg = yaml.safe_load(open("config/config.yaml")); validate_config(cfg)
 heavy = ("pandas", "sklearn", "scipy", "matplotlib")
 store = generate(SyntheticConfig(scale=0.05, dims={{"audio": 6, "text": 8, "video": 5}}))
@@ -302,8 +302,10 @@ write_store(r"{tmp_path}/s.h5", store); write_folds(r"{tmp_path}/f.json", make_f
 for m in [m for m in sys.modules if m.split(".")[0] in heavy]:
     del sys.modules[m]
 arm = {{**resolve_arm(cfg, "exp4"), "epochs": 1}}
-res, st = train_fold_from_files(r"{tmp_path}/s.h5", r"{tmp_path}/f.json", 0, arm, 0, device="cpu")
-save_fold(res, st, arm, 0, 0, **fold_output_paths(r"{tmp_path}/out"))
+out = r"{tmp_path}/out"
+train_and_save_folds(r"{tmp_path}/s.h5", r"{tmp_path}/f.json", [(0, 0)], arm, device="cpu",
+                     models=[out + "/model.pt"], predictions=[out + "/predictions.npz"],
+                     metrics=[out + "/metrics.json"], histories=[out + "/history.tsv"])
 print(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
 """
     from e2e_helpers import REPO

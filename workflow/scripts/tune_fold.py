@@ -5,27 +5,24 @@ Writes predictions (every split, as any fold), metrics and history; not the weig
 selection reads only the validation metrics (prmf.tuning.read_val_metrics).
 """
 import sys
-import tempfile
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from prmf.train import save_fold, train_fold_from_files  # noqa: E402
+from prmf.train import train_and_save_folds  # noqa: E402
 
-arm, seed, fold = snakemake.params.arm, int(snakemake.params.seed), int(snakemake.wildcards.fold)
+arm, seed = snakemake.params.arm, int(snakemake.params.seed)
 print(f"draw {snakemake.wildcards.draw} of {arm['arm']}, training seed {seed}", file=sys.stderr)
-result, store = train_fold_from_files(
+out = snakemake.output
+train_and_save_folds(
     snakemake.input.store,
     snakemake.input.folds,
-    fold,
+    [(seed, int(snakemake.wildcards.fold))],
     arm,
-    seed,
+    predictions=[out.predictions],
+    metrics=[out.metrics],
+    histories=[out.history],
     device=snakemake.params.device,
     cuda_graphs=snakemake.params.cuda_graphs,
     threads=snakemake.threads,
     progress=lambda line: print(line, file=sys.stderr),
 )
-out = snakemake.output
-with tempfile.TemporaryDirectory() as tmp:
-    save_fold(result, store, arm, seed, fold, model=Path(tmp) / "model.pt",
-              predictions=out.predictions, metrics=out.metrics, history=out.history)

@@ -5,28 +5,25 @@ Writes each fold's predictions, metrics and history; not the weights (nothing re
 The selection reads only the validation metrics (prmf.tuning.read_val_metrics).
 """
 import sys
-import tempfile
-from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from prmf.train import save_fold, train_pack_from_files  # noqa: E402
+from prmf.train import train_and_save_folds  # noqa: E402
 
 arm = snakemake.params.arm
 members = [(int(seed), int(fold)) for seed, fold in snakemake.params.members]
 print(f"draw {snakemake.wildcards.draw} of {arm['arm']}, training seed {members[0][0]}", file=sys.stderr)
-results, store = train_pack_from_files(
+out = snakemake.output
+train_and_save_folds(
     snakemake.input.store,
     snakemake.input.folds,
     members,
     arm,
+    predictions=out.predictions,
+    metrics=out.metrics,
+    histories=out.history,
     device=snakemake.params.device,
     cuda_graphs=snakemake.params.cuda_graphs,
     threads=snakemake.threads,
     progress=lambda line: print(line, file=sys.stderr),
 )
-out = snakemake.output
-with tempfile.TemporaryDirectory() as tmp:
-    for i, ((seed, fold), result) in enumerate(zip(members, results)):
-        save_fold(result, store, arm, seed, fold, model=Path(tmp) / f"model{i}.pt",
-                  predictions=out.predictions[i], metrics=out.metrics[i], history=out.history[i])
