@@ -112,6 +112,44 @@ class TensorSet:
         return xs, take(self.present), lengths, take(self.labels), take(self.valence)
 
 
+@dataclass
+class TensorSubset:
+    """Rows ``index`` of a :class:`TensorSet` without a copy of its features.
+
+    A batch gathers ``base``'s rows ``index[idx]``: the same values a copied
+    :class:`TensorSet` of those rows gives, so training on it gives the same
+    numbers, while the folds of a pack share one copy of the train split.
+    ``index``: ``[n]`` int64 on the device; ``names``/``labels``/``valence``
+    are the subset's own (``[n]``).
+    """
+
+    base: TensorSet
+    index: torch.Tensor
+    names: np.ndarray
+    labels: torch.Tensor
+    valence: torch.Tensor
+
+    @property
+    def xs(self) -> list[torch.Tensor]:
+        """The base set's feature tensors (one per modality; only their number is read)."""
+        return self.base.xs
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def batch(self, idx: torch.Tensor) -> tuple:
+        """Rows ``idx`` ``[b]`` of the subset: rows ``index[idx]`` of the base set."""
+        return self.base.batch(torch.index_select(self.index, 0, idx))
+
+
+def subset(base: TensorSet, positions: np.ndarray) -> TensorSubset:
+    """The rows at ``positions`` of ``base`` as a :class:`TensorSubset`."""
+    index = torch.from_numpy(np.asarray(positions, dtype=np.int64)).to(base.labels.device)
+    return TensorSubset(base=base, index=index, names=base.names[positions],
+                        labels=torch.index_select(base.labels, 0, index),
+                        valence=torch.index_select(base.valence, 0, index))
+
+
 def tensor_set(store: FeatureStore, rows: np.ndarray, device: torch.device) -> TensorSet:
     """Select ``rows`` of the store and move them to ``device``."""
     mods = store.modalities
@@ -360,9 +398,11 @@ def _member_generator(dev: torch.device) -> torch.Generator:
     return gen
 
 
-def _eval_sets(store: FeatureStore, dev: torch.device) -> dict[str, TensorSet]:
-    """test1/test2/test3 (the non-empty ones) on ``dev``; shared by the members of a pack."""
-    out = {}
+def _shared_sets(store: FeatureStore, dev: torch.device) -> dict[str, TensorSet]:
+    """The sets every fold reads, on ``dev`` once: ``train`` (the whole train split, of which
+    each fold's training and validation parts are :class:`TensorSubset` s) and the non-empty
+    test1/test2/test3. Shared by the members of a pack."""
+    out = {"train": tensor_set(store, store.indices("train"), dev)}
     for split in EVAL_SPLITS[1:]:
         rows = store.indices(split)
         if len(rows):
@@ -389,7 +429,7 @@ class FoldTrainer:
 
     def __init__(self, store: FeatureStore, folds: dict, fold: int, arm: dict, seed: int, dev: torch.device, *,
                  say: Callable[[str], None], cuda_graphs: bool = True,
-                 eval_sets: dict[str, TensorSet] | None = None, own_stream: bool = False) -> None:
+                 shared_sets: dict[str, TensorSet] | None = None, own_stream: bool = False) -> None:
         require_keys(arm, TRAIN_KEYS, "train_fold", allow_none=True)
         self.t0 = time.perf_counter()
         self.arm, self.seed, self.fold, self.dev, self.say = arm, int(seed), int(fold), dev, say
@@ -398,17 +438,19 @@ class FoldTrainer:
         torch.manual_seed(fold_seed(seed, fold))
         self.order_gen = torch.Generator(device="cpu").manual_seed(fold_seed(seed, fold))
 
+        shared = shared_sets if shared_sets is not None else _shared_sets(store, dev)
+        pool = shared["train"]
         spec = folds["folds"][fold]
-        row_of = {n: i for i, n in enumerate(store.names)}
+        pos_of = {n: i for i, n in enumerate(pool.names)}
         try:
-            tr_rows = np.array([row_of[n] for n in spec["train"]])
-            va_rows = np.array([row_of[n] for n in spec["val"]])
+            tr_pos = np.array([pos_of[n] for n in spec["train"]], dtype=np.int64)
+            va_pos = np.array([pos_of[n] for n in spec["val"]], dtype=np.int64)
         except KeyError as e:
-            raise ValueError(f"folds.json names sample {e} that is not in the feature store; "
+            raise ValueError(f"folds.json names sample {e} that is not in the feature store's train split; "
                              "the store changed after the folds were made: rerun make_folds") from None
-        self.train = tensor_set(store, tr_rows, dev)
-        self.sets = {"val": tensor_set(store, va_rows, dev),
-                     **(eval_sets if eval_sets is not None else _eval_sets(store, dev))}
+        tr_rows = store.indices("train")[tr_pos]  # the store rows, for the standardizer
+        self.train = subset(pool, tr_pos)
+        self.sets = {"val": subset(pool, va_pos), **{k: v for k, v in shared.items() if k != "train"}}
 
         frame = list(store.frame_level().values())
         self.model = build_model(arm, list(store.dims().values()), self.n_classes, frame_level=frame).to(dev)
@@ -588,11 +630,11 @@ def train_pack(
     if len(set(members)) != len(members):
         raise ValueError(f"train_pack: a (seed, fold) member is listed twice: {members}")
     dev = _setup(device, threads, say)
-    shared = _eval_sets(store, dev)
+    shared = _shared_sets(store, dev)
     trainers = []
     for seed, fold in members:
         tag = f"[seed {seed} fold {fold}] " if len(members) > 1 else ""
-        trainers.append(FoldTrainer(store, folds, fold, arm, seed, dev, cuda_graphs=cuda_graphs, eval_sets=shared,
+        trainers.append(FoldTrainer(store, folds, fold, arm, seed, dev, cuda_graphs=cuda_graphs, shared_sets=shared,
                                     own_stream=len(members) > 1, say=lambda line, tag=tag: say(tag + line)))
     active = [t for t in trainers if not t.done]
     while active:

@@ -313,3 +313,27 @@ print(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
     assert (tmp_path / "out" / "history.tsv").read_text().startswith("epoch\t")
+
+
+def test_pack_members_share_one_copy_of_the_train_split(data, exp4_arm):
+    """A fold's training and validation parts index the pack's one train-split tensor set; a batch of
+    a part is exactly the batch of a copied set of the same rows."""
+    from prmf.train import FoldTrainer, _shared_sets, tensor_set
+
+    store, folds = data
+    cpu = torch.device("cpu")
+    shared = _shared_sets(store, cpu)
+    a = FoldTrainer(store, folds, 0, exp4_arm, 0, cpu, say=lambda _: None, shared_sets=shared)
+    b = FoldTrainer(store, folds, 1, exp4_arm, 0, cpu, say=lambda _: None, shared_sets=shared)
+    assert a.train.base is b.train.base is a.sets["val"].base is shared["train"]
+    assert a.sets["test1"] is b.sets["test1"]
+    row_of = {n: i for i, n in enumerate(store.names)}
+    copied = tensor_set(store, np.array([row_of[n] for n in folds["folds"][0]["train"]]), cpu)
+    assert list(a.train.names) == list(copied.names) == folds["folds"][0]["train"]
+    idx = torch.tensor([5, 0, 3, len(copied) - 1])
+    for got, want in zip(a.train.batch(idx), copied.batch(idx)):
+        if isinstance(got, list):
+            for g, w in zip(got, want):
+                assert (g is None and w is None) or torch.equal(g, w)
+        else:
+            assert torch.equal(got, want)
