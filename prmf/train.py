@@ -261,8 +261,10 @@ class GraphedSteps:
     a static index buffer, forward, loss, backward and the fused Adam update
     -- is captured once per fold as a ``torch.cuda.CUDAGraph`` and then
     replayed with one launch. Random numbers (input dropout, modality
-    dropout, VAE sampling) come from torch's CUDA generator, whose graph-safe
-    Philox offsets advance on every replay, so a seed still fixes the run.
+    dropout, VAE sampling) come from ``generator``, the fold's own CUDA
+    generator (:meth:`~prmf.models.MultimodalModel.set_generator`; ``None``:
+    torch's default one), registered with the graph so that its graph-safe
+    Philox offsets advance on every replay: a seed still fixes the run.
     The modality-dropout rate is read from a device tensor that ``set_epoch``
     updates (``ModalityDropout.graph_safe``), so one capture serves every
     epoch. The first ``warmup`` steps run eagerly on a side stream (as the
@@ -271,9 +273,10 @@ class GraphedSteps:
     """
 
     def __init__(self, model: torch.nn.Module, loss_fn: TrainingLoss, opt: LeanAdam, data: TensorSet,
-                 batch_size: int, warmup: int = 2, grad_clip: float | None = None) -> None:
+                 batch_size: int, warmup: int = 2, grad_clip: float | None = None,
+                 generator: torch.Generator | None = None) -> None:
         self.model, self.loss_fn, self.opt, self.data = model, loss_fn, opt, data
-        self.grad_clip = grad_clip
+        self.grad_clip, self.generator = grad_clip, generator
         self.idx = torch.zeros(batch_size, dtype=torch.int64, device=data.labels.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.terms: torch.Tensor | None = None
@@ -291,7 +294,11 @@ class GraphedSteps:
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 terms = _step(self.model, self.loss_fn, self.opt, self.data, self.idx, self.grad_clip)
-            torch.cuda.current_stream().wait_stream(side)
+            current = torch.cuda.current_stream()
+            current.wait_stream(side)
+            # made on the side stream, read on this one: keep its memory from being reused meanwhile
+            # (torch hands out pooled streams, so in a pack the side stream may be another fold's)
+            terms.record_stream(current)
             return terms
         if self.graph is None:
             self.opt.zero_grad(set_to_none=True)

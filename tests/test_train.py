@@ -337,3 +337,18 @@ def test_pack_members_share_one_copy_of_the_train_split(data, exp4_arm):
                 assert (g is None and w is None) or torch.equal(g, w)
         else:
             assert torch.equal(got, want)
+
+
+def test_graphed_steps_get_the_folds_generator(data, exp4_arm, monkeypatch):
+    """The CUDA-graph path is built with the fold's own generator (registered with the graph at
+    capture); built here on CPU, where no step is taken, so a signature slip cannot hide until a GPU."""
+    import prmf.train as train_mod
+    from prmf.models import ModalityDropout
+
+    store, folds = data
+    monkeypatch.setattr(train_mod, "use_cuda_graphs", lambda *a: True)
+    trainer = train_mod.FoldTrainer(store, folds, 0, exp4_arm, 0, torch.device("cpu"), say=lambda _: None)
+    assert trainer.graphed is not None and trainer.graphed.generator is trainer.generator
+    assert all(m.generator is trainer.generator for m in trainer.model.modules()
+               if hasattr(m, "generator") and m is not trainer.model)
+    assert any(isinstance(m, ModalityDropout) and m.graph_safe for m in trainer.model.modules())
