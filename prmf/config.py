@@ -289,31 +289,26 @@ def training_uses_gpu(device: str, environ: Mapping[str, str] | None = None,
     return cuda_visible(environ, driver_dir)
 
 
-def resolve_pack(pack: str, uses_gpu: bool, *, arms: int, seeds: int, slots: int, cluster: bool = False) -> str:
+def resolve_pack(pack: str, uses_gpu: bool, *, arms: int, seeds: int, slots: int) -> str:
     """``training.pack`` as the workflow applies it; ``auto`` chooses the largest pack that keeps
     the machine busy.
 
-    * on a cluster (``cluster``: a non-local executor, or a job re-parsing the
-      workflow on a node) -> ``none``: one fold per job, each with its own
-      allocation, and the same rules on the submitting and the executing side;
     * training on a GPU -> ``seeds``: one job per arm; its seeds x folds run
       side by side on the device, where one fold leaves it mostly idle;
-    * on a CPU with ``slots`` jobs at once (cores / ``training.threads``):
+    * on a CPU with ``slots`` jobs at once (``--cores`` / ``training.threads``):
       ``seeds`` when there are at least as many trained ``arms`` as slots,
       else ``folds`` when ``arms x seeds`` fill them, else ``none``. A pack
       pays the process start, imports and store read once for all its folds.
 
-    Measurements behind the choice: ``README.md``, *Speed*.
+    A cluster run is decided on the submitting host, whose ``--cores`` is
+    usually 1: ``auto`` then packs an arm per job (set ``none`` for one fold
+    per allocation). Measurements behind the choice: ``README.md``, *Speed*.
     """
     if pack not in PACK_MODES:
         raise ConfigError(f"training.pack must be one of {', '.join(PACK_MODES)}, got {pack!r}")
     if pack != "auto":
         return pack
-    if cluster:
-        return "none"
-    if uses_gpu:
-        return "seeds"
-    if arms >= slots:
+    if uses_gpu or arms >= slots:
         return "seeds"
     if arms * seeds >= slots:
         return "folds"

@@ -522,3 +522,18 @@ def test_pipeline_train_failure_is_a_failed_slurm_job(pipeline_runs, capsys) -> 
     assert "cuda:7" in train_log.read_text()
     assert not (project / target).exists()
     show(capsys, f"failing train job through SLURM: wall time {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_packed_study_through_slurm(pipeline_runs, tmp_path) -> None:
+    """training.pack: auto on the submitting host (--cores 1 there) packs each arm into one sbatch
+    job; the job re-parses the workflow on its node, where auto resolves differently, and still
+    runs (every layout's rule exists); the results equal the fold-by-fold SLURM run's."""
+    project = make_tiny_project(tmp_path / "slurm_pack", training={"pack": "auto"})
+    res = run_snakemake_cmd(project, "--workflow-profile", str(pipeline_runs["profile_dir"]),
+                            env=pipeline_runs["env"], timeout=PIPELINE_TIMEOUT)
+    assert res.returncode == 0, res.stdout[-10000:]
+    remote = [rule for rule, _, local in announced_jobs(res.stdout) if not local]
+    assert remote.count("train_pack") == 2 and "train_fold" not in remote, remote
+    assert normalized_outputs(project) == normalized_outputs(pipeline_runs["project"])

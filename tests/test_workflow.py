@@ -297,14 +297,14 @@ def test_fold_jobs_take_a_gpu_only_when_training_on_one(tmp_path, device, pack, 
     assert all(re.search(rf"resources: .*gpu={gpu}\b", b) for b in train), train[0]
 
 
-@pytest.mark.parametrize(("pack", "jobs"), [("folds", 2), ("seeds", 2)])
-def test_pack_plans_one_job_per_pack(tmp_path, pack, jobs):
+@pytest.mark.parametrize(("pack", "rule", "jobs"), [("folds", "train_pack_seed", 4), ("seeds", "train_pack", 2)])
+def test_pack_plans_one_job_per_pack(tmp_path, pack, rule, jobs):
     """training.pack: one job per arm x seed (folds) or per arm (seeds), writing every fold's files."""
     project = make_tiny_project(tmp_path, training={"pack": pack}, seeds=[0, 1])
     proc = run_snakemake(project, "-n")
     counts = jobs_run(proc)
-    assert "train_fold" not in counts
-    assert counts["train_pack"] == (4 if pack == "folds" else 2)
+    assert set(counts) & {"train_fold", "train_pack", "train_pack_seed", "train_pack_tuned"} == {rule}
+    assert counts[rule] == jobs
     text = proc.stdout + proc.stderr
     for arm in ("baseline", "exp4"):
         for seed in (0, 1):
@@ -341,7 +341,7 @@ def test_packed_study_equals_the_study_trained_fold_by_fold(tiny_study, tmp_path
 
 
 @pytest.mark.parametrize(("cores", "seeds", "rule", "jobs"),
-                         [(2, [0], "train_pack", 2), (4, [0, 1], "train_pack", 4), (8, [0, 1], "train_fold", 8)])
+                         [(2, [0], "train_pack", 2), (4, [0, 1], "train_pack_seed", 4), (8, [0, 1], "train_fold", 8)])
 def test_auto_pack_on_a_cpu_fills_the_cores(tmp_path, cores, seeds, rule, jobs):
     """auto: packs of an arm's seeds x folds when the arms fill the cores, of an arm x seed's
     folds when those do, else one fold per job."""
@@ -355,10 +355,10 @@ def test_resolve_pack():
 
     kw = dict(arms=7, seeds=5, slots=16)
     assert resolve_pack("auto", True, **kw) == "seeds"  # GPU
-    assert resolve_pack("auto", True, cluster=True, **kw) == "none"  # cluster: one fold per job
     assert resolve_pack("auto", False, **kw) == "folds"  # 35 arm x seed packs fill 16 slots
     assert resolve_pack("auto", False, arms=7, seeds=5, slots=4) == "seeds"
+    assert resolve_pack("auto", False, arms=7, seeds=5, slots=1) == "seeds"  # a cluster's submitting host
     assert resolve_pack("auto", False, arms=2, seeds=2, slots=8) == "none"
-    assert resolve_pack("folds", True, cluster=True, **kw) == "folds"  # explicit values are kept
+    assert resolve_pack("folds", True, **kw) == "folds"  # explicit values are kept
     with pytest.raises(ConfigError, match="training.pack"):
         resolve_pack("arm", False, **kw)

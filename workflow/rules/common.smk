@@ -100,24 +100,25 @@ TRAINED_ARMS = sorted(set(TRAIN_ARM.values()))
 
 
 def job_slots():
-    """Training jobs that can run at once here: --cores / training.threads."""
+    """Training jobs that can run at once here: --cores / training.threads (--cores is 1
+    when not given, e.g. on a cluster's submitting host)."""
     try:
         cores = workflow.cores
-    except Exception:  # no --cores (a dry run without a profile, a cluster run)
+    except Exception:
         cores = None
-    return max(1, int(cores or os.cpu_count() or 1) // int(RUNTIME["threads"]))
+    return max(1, int(cores or 1) // int(RUNTIME["threads"]))
 
 
 # fold models per training job (training.pack; prmf.config.resolve_pack): auto packs an
-# arm's seeds x folds on a GPU or when the arms fill the cores, and keeps one fold per
-# job on a cluster (the executing node re-parses the workflow and must see the same rules)
+# arm's seeds x folds on a GPU or when the arms fill the cores, else an arm x seed's folds
+# when those fill them, else one fold per job. train.smk / tune.smk define every layout's
+# rules and pick this one by rule order.
 PACK = resolve_pack(
     RUNTIME["pack"],
     TRAIN_GPU == 1,
     arms=len(TRAINED_ARMS),
     seeds=len(SEEDS),
     slots=job_slots(),
-    cluster=workflow.remote_exec or not workflow.local_exec,
 )
 
 

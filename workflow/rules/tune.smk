@@ -6,67 +6,75 @@
 # an input of the arm's final training / aggregate_run / evaluate_robustness jobs.
 
 
+# both layouts are defined (a re-parse elsewhere may resolve training.pack differently);
+# training.pack picks one by rule order
 if PACK == "none":
 
-    rule tune_fold:
-        input:
-            store=rules.prepare_dataset.output.store,
-            folds=rules.make_folds.output.folds,
-            validation=rules.validate_features.output.json,
-        output:
-            predictions=f"{TUNING_DIR}/{{arm}}/draw{{draw}}/fold{{fold}}/predictions.npz",
-            metrics=f"{TUNING_DIR}/{{arm}}/draw{{draw}}/fold{{fold}}/metrics.json",
-            history=f"{TUNING_DIR}/{{arm}}/draw{{draw}}/fold{{fold}}/history.tsv",
-        log:
-            f"{LOGS}/tune/{{arm}}/draw{{draw}}/fold{{fold}}.log",
-        benchmark:
-            f"{BENCH}/tune/{{arm}}/draw{{draw}}/fold{{fold}}.tsv"
-        wildcard_constraints:
-            arm="|".join(TUNED_ARMS) or "(?!)",
-            draw=r"\d+",
-        conda:
-            "../envs/prmf.yaml"
-        threads: RUNTIME["threads"]
-        resources:
-            gpu=TRAIN_GPU,
-        params:
-            arm=lambda wc: TUNING.draw_params(config, wc.arm, int(wc.draw)),
-            seed=lambda wc: TUNING.draw_seed(int(wc.draw)),
-            device=RUNTIME["device"],
-            cuda_graphs=RUNTIME["cuda_graphs"],
-        script:
-            "../scripts/tune_fold.py"
+    ruleorder: tune_fold > tune_pack
 
 else:
 
-    rule tune_pack:
-        input:
-            store=rules.prepare_dataset.output.store,
-            folds=rules.make_folds.output.folds,
-            validation=rules.validate_features.output.json,
-        output:
-            predictions=tune_pack_files("predictions.npz"),
-            metrics=tune_pack_files("metrics.json"),
-            history=tune_pack_files("history.tsv"),
-        log:
-            f"{LOGS}/tune/{{arm}}/draw{{draw}}/pack.log",
-        benchmark:
-            f"{BENCH}/tune/{{arm}}/draw{{draw}}/pack.tsv"
-        wildcard_constraints:
-            arm="|".join(TUNED_ARMS) or "(?!)",
-            draw=r"\d+",
-        conda:
-            "../envs/prmf.yaml"
-        threads: RUNTIME["threads"]
-        resources:
-            gpu=TRAIN_GPU,
-        params:
-            arm=lambda wc: TUNING.draw_params(config, wc.arm, int(wc.draw)),
-            members=lambda wc: [[TUNING.draw_seed(int(wc.draw)), f] for f in FOLDS],
-            device=RUNTIME["device"],
-            cuda_graphs=RUNTIME["cuda_graphs"],
-        script:
-            "../scripts/tune_pack.py"
+    ruleorder: tune_pack > tune_fold
+
+
+rule tune_fold:
+    input:
+        store=rules.prepare_dataset.output.store,
+        folds=rules.make_folds.output.folds,
+        validation=rules.validate_features.output.json,
+    output:
+        predictions=f"{TUNING_DIR}/{{arm}}/draw{{draw}}/fold{{fold}}/predictions.npz",
+        metrics=f"{TUNING_DIR}/{{arm}}/draw{{draw}}/fold{{fold}}/metrics.json",
+        history=f"{TUNING_DIR}/{{arm}}/draw{{draw}}/fold{{fold}}/history.tsv",
+    log:
+        f"{LOGS}/tune/{{arm}}/draw{{draw}}/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/tune/{{arm}}/draw{{draw}}/fold{{fold}}.tsv"
+    wildcard_constraints:
+        arm="|".join(TUNED_ARMS) or "(?!)",
+        draw=r"\d+",
+    conda:
+        "../envs/prmf.yaml"
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=TRAIN_GPU,
+    params:
+        arm=lambda wc: TUNING.draw_params(config, wc.arm, int(wc.draw)),
+        seed=lambda wc: TUNING.draw_seed(int(wc.draw)),
+        device=RUNTIME["device"],
+        cuda_graphs=RUNTIME["cuda_graphs"],
+    script:
+        "../scripts/tune_fold.py"
+
+
+rule tune_pack:
+    input:
+        store=rules.prepare_dataset.output.store,
+        folds=rules.make_folds.output.folds,
+        validation=rules.validate_features.output.json,
+    output:
+        predictions=tune_pack_files("predictions.npz"),
+        metrics=tune_pack_files("metrics.json"),
+        history=tune_pack_files("history.tsv"),
+    log:
+        f"{LOGS}/tune/{{arm}}/draw{{draw}}/pack.log",
+    benchmark:
+        f"{BENCH}/tune/{{arm}}/draw{{draw}}/pack.tsv"
+    wildcard_constraints:
+        arm="|".join(TUNED_ARMS) or "(?!)",
+        draw=r"\d+",
+    conda:
+        "../envs/prmf.yaml"
+    threads: RUNTIME["threads"]
+    resources:
+        gpu=TRAIN_GPU,
+    params:
+        arm=lambda wc: TUNING.draw_params(config, wc.arm, int(wc.draw)),
+        members=lambda wc: [[TUNING.draw_seed(int(wc.draw)), f] for f in FOLDS],
+        device=RUNTIME["device"],
+        cuda_graphs=RUNTIME["cuda_graphs"],
+    script:
+        "../scripts/tune_pack.py"
 
 
 rule tune_select:
