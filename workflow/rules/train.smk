@@ -43,10 +43,11 @@ rule train_fold:
         gpu=TRAIN_GPU,
     params:
         arm=arm_params,
+        members=lambda wc: [[int(wc.seed), int(wc.fold)]],
         device=RUNTIME["device"],
         cuda_graphs=RUNTIME["cuda_graphs"],
     script:
-        "../scripts/train_fold.py"
+        "../scripts/train.py"
 
 
 rule train_pack:
@@ -77,7 +78,7 @@ rule train_pack:
         device=RUNTIME["device"],
         cuda_graphs=RUNTIME["cuda_graphs"],
     script:
-        "../scripts/train_pack.py"
+        "../scripts/train.py"
 
 
 # a tuned arm's final runs use tuning's seeds (0 .. final_seeds-1)

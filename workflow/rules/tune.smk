@@ -40,11 +40,11 @@ rule tune_fold:
         gpu=TRAIN_GPU,
     params:
         arm=lambda wc: TUNING.draw_params(config, wc.arm, int(wc.draw)),
-        seed=lambda wc: TUNING.draw_seed(int(wc.draw)),
+        members=lambda wc: [[TUNING.draw_seed(int(wc.draw)), int(wc.fold)]],
         device=RUNTIME["device"],
         cuda_graphs=RUNTIME["cuda_graphs"],
     script:
-        "../scripts/tune_fold.py"
+        "../scripts/train.py"
 
 
 rule tune_pack:
@@ -74,7 +74,7 @@ rule tune_pack:
         device=RUNTIME["device"],
         cuda_graphs=RUNTIME["cuda_graphs"],
     script:
-        "../scripts/tune_pack.py"
+        "../scripts/train.py"
 
 
 rule tune_select:
