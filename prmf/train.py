@@ -657,21 +657,6 @@ def train_pack(
     return results
 
 
-def train_pack_from_files(
-    store_path: str | Path, folds_path: str | Path, members: list[tuple[int, int]], arm: dict, *,
-    device: str = "auto", cuda_graphs: bool = True, threads: int = 1, progress: Callable[[str], None] | None = None,
-) -> tuple[list[FoldResult], FeatureStore]:
-    """:func:`train_pack` on the store and folds files of a pipeline job; returns the results and the store."""
-    from prmf.data.folds import read_folds
-    from prmf.data.store import read_store
-
-    store = read_store(store_path)
-    members = [(int(seed), int(fold)) for seed, fold in members]
-    results = train_pack(store, read_folds(folds_path), members, arm, device=device, cuda_graphs=cuda_graphs,
-                         threads=threads, progress=progress)
-    return results, store
-
-
 def train_and_save_folds(
     store_path: str | Path, folds_path: str | Path, members: list[tuple[int, int]], arm: dict, *,
     predictions: list, metrics: list, histories: list, models: list | None = None,
@@ -685,8 +670,13 @@ def train_and_save_folds(
     """
     import tempfile
 
-    results, store = train_pack_from_files(store_path, folds_path, members, arm, device=device,
-                                           cuda_graphs=cuda_graphs, threads=threads, progress=progress)
+    from prmf.data.folds import read_folds
+    from prmf.data.store import read_store
+
+    store = read_store(store_path)
+    members = [(int(seed), int(fold)) for seed, fold in members]
+    results = train_pack(store, read_folds(folds_path), members, arm, device=device, cuda_graphs=cuda_graphs,
+                         threads=threads, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         for i, ((seed, fold), result) in enumerate(zip(members, results)):
             model = models[i] if models is not None else Path(tmp) / f"model{i}.pt"
